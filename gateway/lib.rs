@@ -1,0 +1,23 @@
+//! claimgate: a JWT-aware edge gateway on Pingora that speaks Istio's
+//! configuration.
+//!
+//! A request flows: `proxy` (Pingora hooks) -> `jwt` (authenticate) ->
+//! `routing` (match on validated claims) -> `upstream` (pick an endpoint),
+//! all reading one immutable `snapshot::Snapshot` built by `compile` from
+//! the `config` documents. `jwks` keeps remote key sets fresh in the
+//! background; `admin` answers health probes.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod compile;
+pub mod config;
+pub mod demo;
+pub mod jwks;
+pub mod jwt;
+pub mod origin;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod snapshot;
+pub mod upstream;
