@@ -1,0 +1,752 @@
+//! Config -> Snapshot: listeners and their route tables, clusters, JWT
+//! providers. Everything a request would otherwise work out per request is
+//! decided here: regexes compiled, claim paths split, hosts indexed,
+//! destinations resolved to endpoints, key sets parsed.
+//!
+//! Like loading, compiling reports every error it finds, each located at the
+//! document and field that caused it.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use http::HeaderName;
+
+use crate::config::{
+    parse_duration, Config, ConfigError, ConfigErrors, GatewaySpec, HttpRoute, JwtRule, Resource,
+    ServiceEntrySpec, Source, StringMatch, VirtualServiceSpec,
+};
+use crate::jwks::JwksRegistry;
+use crate::jwt::{Authenticator, KeySet, Provider, TokenLocation, Validation};
+use crate::routing::{ClaimPath, Condition, HostTable, MatchRule, Route, StringMatcher};
+use crate::snapshot::Snapshot;
+use crate::upstream::Cluster;
+
+/// Process settings, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub admin: SocketAddr,
+    pub threads: usize,
+    pub clock_skew: u64,
+    pub jwks_refresh: Duration,
+    pub upstream_connect_timeout: Duration,
+}
+
+/// The default `timeout` of a `jwksUri` fetch.
+const DEFAULT_JWKS_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn settings(config: &Config) -> Result<Settings, ConfigErrors> {
+    let spec = config.settings();
+    let fallback = Source {
+        file: "<defaults>".into(),
+        document: 0,
+    };
+    let source = config.settings.as_ref().map_or(&fallback, |s| &s.source);
+    let mut errors = Vec::new();
+    let mut duration = |field: &str, text: &str| match parse_duration(text) {
+        Ok(d) if !d.is_zero() => d,
+        Ok(_) => {
+            errors.push(ConfigError::new(
+                source,
+                format!("spec.{field}"),
+                "must be more than zero",
+            ));
+            Duration::from_secs(1)
+        }
+        Err(e) => {
+            errors.push(ConfigError::new(source, format!("spec.{field}"), e));
+            Duration::from_secs(1)
+        }
+    };
+    let jwks_refresh = duration("jwksRefreshInterval", &spec.jwks_refresh_interval);
+    let upstream_connect_timeout =
+        duration("upstreamConnectTimeout", &spec.upstream_connect_timeout);
+    let admin = spec.admin.parse().unwrap_or_else(|_| {
+        errors.push(ConfigError::new(
+            source,
+            "spec.admin",
+            format!("`{}` is not an address such as 127.0.0.1:15000", spec.admin),
+        ));
+        SocketAddr::from(([127, 0, 0, 1], 15000))
+    });
+    if spec.threads == 0 {
+        errors.push(ConfigError::new(
+            source,
+            "spec.threads",
+            "must be at least 1",
+        ));
+    }
+    if errors.is_empty() {
+        Ok(Settings {
+            admin,
+            threads: spec.threads,
+            clock_skew: spec.clock_skew_seconds,
+            jwks_refresh,
+            upstream_connect_timeout,
+        })
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Compiles `config`. Remote key sets are taken from (or added to) `jwks`.
+pub fn compile(config: &Config, jwks: &JwksRegistry) -> Result<Snapshot, ConfigErrors> {
+    let settings = match settings(config) {
+        Ok(s) => s,
+        Err(e) => return Err(e),
+    };
+    let mut c = Compiler {
+        settings,
+        errors: Vec::new(),
+        listeners: HashMap::new(),
+        clusters: Vec::new(),
+        cluster_index: HashMap::new(),
+    };
+    let gateways = c.gateways(config);
+    let services = c.service_entries(config);
+    for vs in &config.virtual_services {
+        c.virtual_service(vs, &gateways, &services);
+    }
+    let authn = c.authenticator(config, jwks);
+    if !c.errors.is_empty() {
+        return Err(ConfigErrors(c.errors));
+    }
+    Ok(Snapshot {
+        listeners: c.listeners,
+        clusters: c.clusters,
+        authn,
+    })
+}
+
+struct Compiler {
+    settings: Settings,
+    errors: Vec<ConfigError>,
+    listeners: HashMap<String, HostTable>,
+    clusters: Vec<Cluster>,
+    /// (service entry host, port) -> index in `clusters`.
+    cluster_index: HashMap<(String, u16), usize>,
+}
+
+/// A Gateway server's host: `[namespace/]host`.
+struct ServerHost {
+    /// `None`: virtual services of any namespace may bind.
+    namespace: Option<String>,
+    host: String,
+}
+
+/// The listeners of one Gateway: (listening address, hosts) per server.
+type GatewayServers = Vec<(String, Vec<ServerHost>)>;
+
+/// A validated ServiceEntry: its resource and its endpoint addresses.
+struct Service<'c> {
+    entry: &'c Resource<ServiceEntrySpec>,
+    addresses: Vec<IpAddr>,
+}
+
+impl Compiler {
+    fn error(&mut self, source: &Source, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError::new(source, path, message));
+    }
+
+    fn gateways(&mut self, config: &Config) -> HashMap<String, GatewayServers> {
+        let mut gateways = HashMap::new();
+        for gw in &config.gateways {
+            if let Some(servers) = self.gateway(gw) {
+                if gateways.insert(gw.key(), servers).is_some() {
+                    self.error(
+                        &gw.source,
+                        "metadata.name",
+                        format!("Gateway {} is defined twice", gw.key()),
+                    );
+                }
+            }
+        }
+        gateways
+    }
+
+    fn gateway(&mut self, gw: &Resource<GatewaySpec>) -> Option<GatewayServers> {
+        let mut servers = Vec::new();
+        let before = self.errors.len();
+        if gw.spec.servers.is_empty() {
+            self.error(
+                &gw.source,
+                "spec.servers",
+                "at least one server is required",
+            );
+        }
+        for (i, server) in gw.spec.servers.iter().enumerate() {
+            let path = format!("spec.servers[{i}]");
+            if let Some(protocol) = &server.port.protocol {
+                if !protocol.eq_ignore_ascii_case("HTTP") {
+                    self.error(
+                        &gw.source,
+                        format!("{path}.port.protocol"),
+                        format!("`{protocol}` is not supported: listeners serve plain HTTP"),
+                    );
+                }
+            }
+            let ip: IpAddr = match server.bind.as_deref().unwrap_or("0.0.0.0").parse() {
+                Ok(ip) => ip,
+                Err(_) => {
+                    self.error(&gw.source, format!("{path}.bind"), "not an IP address");
+                    continue;
+                }
+            };
+            if server.hosts.is_empty() {
+                self.error(
+                    &gw.source,
+                    format!("{path}.hosts"),
+                    "at least one host is required",
+                );
+            }
+            let hosts = server
+                .hosts
+                .iter()
+                .map(|h| match h.split_once('/') {
+                    Some(("*", host)) => ServerHost {
+                        namespace: None,
+                        host: host.to_ascii_lowercase(),
+                    },
+                    Some((".", host)) => ServerHost {
+                        namespace: Some(gw.metadata.namespace.clone()),
+                        host: host.to_ascii_lowercase(),
+                    },
+                    Some((ns, host)) => ServerHost {
+                        namespace: Some(ns.to_string()),
+                        host: host.to_ascii_lowercase(),
+                    },
+                    None => ServerHost {
+                        namespace: None,
+                        host: h.to_ascii_lowercase(),
+                    },
+                })
+                .collect();
+            let addr = SocketAddr::new(ip, server.port.number).to_string();
+            self.listeners.entry(addr.clone()).or_default();
+            servers.push((addr, hosts));
+        }
+        (self.errors.len() == before).then_some(servers)
+    }
+
+    fn service_entries<'c>(&mut self, config: &'c Config) -> HashMap<String, Service<'c>> {
+        let mut services: HashMap<String, Service<'c>> = HashMap::new();
+        for se in &config.service_entries {
+            let before = self.errors.len();
+            match se.spec.resolution.as_deref() {
+                Some("STATIC") => {}
+                other => self.error(
+                    &se.source,
+                    "spec.resolution",
+                    format!(
+                        "{} is not supported: use STATIC with endpoint IP addresses",
+                        other.map_or("the default (NONE)".to_string(), |r| format!("`{r}`"))
+                    ),
+                ),
+            }
+            if se.spec.endpoints.is_empty() {
+                self.error(
+                    &se.source,
+                    "spec.endpoints",
+                    "at least one endpoint is required",
+                );
+            }
+            if se.spec.ports.is_empty() {
+                self.error(&se.source, "spec.ports", "at least one port is required");
+            }
+            let mut addresses = Vec::new();
+            for (i, ep) in se.spec.endpoints.iter().enumerate() {
+                match ep.address.parse::<IpAddr>() {
+                    Ok(ip) => addresses.push(ip),
+                    Err(_) => self.error(
+                        &se.source,
+                        format!("spec.endpoints[{i}].address"),
+                        format!("`{}` is not an IP address (STATIC resolution)", ep.address),
+                    ),
+                }
+                for name in ep.ports.keys() {
+                    if !se
+                        .spec
+                        .ports
+                        .iter()
+                        .any(|p| p.name.as_deref() == Some(name))
+                    {
+                        self.error(
+                            &se.source,
+                            format!("spec.endpoints[{i}].ports.{name}"),
+                            "names no port of spec.ports",
+                        );
+                    }
+                }
+            }
+            if self.errors.len() != before {
+                continue;
+            }
+            for host in &se.spec.hosts {
+                let host = host.to_ascii_lowercase();
+                if let Some(other) = services.get(&host) {
+                    let first = other.entry.source.to_string();
+                    self.error(
+                        &se.source,
+                        "spec.hosts",
+                        format!("host `{host}` is already defined at {first}"),
+                    );
+                    continue;
+                }
+                services.insert(
+                    host,
+                    Service {
+                        entry: se,
+                        addresses: addresses.clone(),
+                    },
+                );
+            }
+        }
+        services
+    }
+
+    fn virtual_service(
+        &mut self,
+        vs: &Resource<VirtualServiceSpec>,
+        gateways: &HashMap<String, GatewayServers>,
+        services: &HashMap<String, Service<'_>>,
+    ) {
+        let namespace = &vs.metadata.namespace;
+        let before = self.errors.len();
+        if vs.spec.hosts.is_empty() {
+            self.error(&vs.source, "spec.hosts", "at least one host is required");
+        }
+        let mut bound = Vec::new();
+        for (i, name) in vs.spec.gateways.iter().enumerate() {
+            if name == "mesh" {
+                continue; // sidecars: not this gateway
+            }
+            let key = if name.contains('/') {
+                name.clone()
+            } else {
+                format!("{namespace}/{name}")
+            };
+            match gateways.get(&key) {
+                Some(servers) => bound.push((key, servers)),
+                None => self.error(
+                    &vs.source,
+                    format!("spec.gateways[{i}]"),
+                    format!("Gateway `{key}` is not defined"),
+                ),
+            }
+        }
+        if vs.spec.gateways.iter().all(|g| g == "mesh") {
+            self.error(
+                &vs.source,
+                "spec.gateways",
+                "names no Gateway: a VirtualService without gateways applies to sidecars, not to this gateway",
+            );
+        }
+        let routes: Vec<Route> = vs
+            .spec
+            .http
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| self.route(vs, i, r, services))
+            .collect();
+        if self.errors.len() != before {
+            return;
+        }
+
+        let mut attached = HashSet::new();
+        for (gateway, servers) in bound {
+            let mut any = false;
+            for (addr, server_hosts) in servers {
+                for host in &vs.spec.hosts {
+                    let host = host.to_ascii_lowercase();
+                    for sh in server_hosts {
+                        if sh.namespace.as_ref().is_some_and(|ns| ns != namespace) {
+                            continue;
+                        }
+                        let Some(effective) = intersect(&sh.host, &host) else {
+                            continue;
+                        };
+                        any = true;
+                        if attached.insert((addr.clone(), effective.clone())) {
+                            if let Some(table) = self.listeners.get_mut(addr) {
+                                table.add(&effective, routes.iter().cloned());
+                            }
+                        }
+                    }
+                }
+            }
+            if !any {
+                self.error(
+                    &vs.source,
+                    "spec.hosts",
+                    format!("no host of this VirtualService is served by Gateway `{gateway}`"),
+                );
+            }
+        }
+    }
+
+    fn route(
+        &mut self,
+        vs: &Resource<VirtualServiceSpec>,
+        index: usize,
+        route: &HttpRoute,
+        services: &HashMap<String, Service<'_>>,
+    ) -> Option<Route> {
+        let path = format!("spec.http[{index}]");
+        let before = self.errors.len();
+        let mut matches = Vec::new();
+        for (j, m) in route.matches.iter().enumerate() {
+            let at = format!("{path}.match[{j}]");
+            let mut conditions = Vec::new();
+            let string =
+                |c: &mut Self, field: &str, sm: &StringMatch, present: bool, fold: bool| {
+                    StringMatcher::compile(sm, present, fold)
+                        .map_err(|e| c.error(&vs.source, format!("{at}.{field}"), e))
+                        .ok()
+                };
+            if let Some(uri) = &m.uri {
+                if let Some(matcher) = string(self, "uri", uri, false, m.ignore_uri_case) {
+                    conditions.push(Condition::Uri {
+                        matcher,
+                        ignore_case: m.ignore_uri_case,
+                    });
+                }
+            }
+            if let Some(method) = &m.method {
+                if let Some(matcher) = string(self, "method", method, false, false) {
+                    conditions.push(Condition::Method(matcher));
+                }
+            }
+            if let Some(authority) = &m.authority {
+                if let Some(matcher) = string(self, "authority", authority, false, false) {
+                    conditions.push(Condition::Authority(matcher));
+                }
+            }
+            for (without, headers) in [(false, &m.headers), (true, &m.without_headers)] {
+                let field = if without { "withoutHeaders" } else { "headers" };
+                for (name, sm) in headers {
+                    let Some(matcher) = string(self, &format!("{field}.{name}"), sm, true, false)
+                    else {
+                        continue;
+                    };
+                    match ClaimPath::from_header_name(name) {
+                        Some(Ok(claim)) if without => {
+                            conditions.push(Condition::WithoutClaim(claim, matcher))
+                        }
+                        Some(Ok(claim)) => conditions.push(Condition::Claim(claim, matcher)),
+                        Some(Err(e)) => self.error(&vs.source, format!("{at}.{field}.{name}"), e),
+                        None => {
+                            match HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
+                                Ok(h) if without => {
+                                    conditions.push(Condition::WithoutHeader(h, matcher))
+                                }
+                                Ok(h) => conditions.push(Condition::Header(h, matcher)),
+                                Err(_) => self.error(
+                                    &vs.source,
+                                    format!("{at}.{field}.{name}"),
+                                    "not a valid header name",
+                                ),
+                            }
+                        }
+                    }
+                }
+            }
+            matches.push(MatchRule {
+                name: m.name.clone(),
+                conditions,
+            });
+        }
+
+        let cluster = match route.route.as_slice() {
+            [] => {
+                self.error(
+                    &vs.source,
+                    format!("{path}.route"),
+                    "at least one destination is required",
+                );
+                None
+            }
+            [only] => self.cluster(
+                vs,
+                &format!("{path}.route[0].destination"),
+                &only.destination,
+                services,
+            ),
+            _ => {
+                self.error(
+                    &vs.source,
+                    format!("{path}.route"),
+                    "a weighted split across several destinations is not supported yet",
+                );
+                None
+            }
+        };
+        if self.errors.len() != before {
+            return None;
+        }
+        let name = match &route.name {
+            Some(n) => format!("{}/{}/{n}", vs.metadata.namespace, vs.metadata.name),
+            None => format!(
+                "{}/{}/http[{index}]",
+                vs.metadata.namespace, vs.metadata.name
+            ),
+        };
+        Some(Route {
+            name: name.into(),
+            matches,
+            cluster: cluster?,
+        })
+    }
+
+    /// Resolves a destination to a cluster, creating it on first use.
+    fn cluster(
+        &mut self,
+        vs: &Resource<VirtualServiceSpec>,
+        path: &str,
+        dest: &crate::config::Destination,
+        services: &HashMap<String, Service<'_>>,
+    ) -> Option<usize> {
+        let short = dest.host.to_ascii_lowercase();
+        let fqdn = if short.contains('.') {
+            short.clone()
+        } else {
+            format!("{short}.{}.svc.cluster.local", vs.metadata.namespace)
+        };
+        let Some((host, service)) = [&fqdn, &short]
+            .into_iter()
+            .find_map(|h| services.get(h).map(|s| (h, s)))
+        else {
+            self.error(
+                &vs.source,
+                format!("{path}.host"),
+                format!("no ServiceEntry defines host `{fqdn}`"),
+            );
+            return None;
+        };
+        let ports = &service.entry.spec.ports;
+        let port = match (&dest.port, ports.as_slice()) {
+            (Some(p), _) => ports.iter().find(|sp| sp.number == p.number),
+            (None, [only]) => Some(only),
+            (None, _) => {
+                self.error(
+                    &vs.source,
+                    format!("{path}.port"),
+                    format!("`{host}` has several ports: name one"),
+                );
+                return None;
+            }
+        };
+        let Some(port) = port else {
+            let number = dest.port.as_ref().map_or(0, |p| p.number);
+            self.error(
+                &vs.source,
+                format!("{path}.port.number"),
+                format!("ServiceEntry {} has no port {number}", service.entry.key()),
+            );
+            return None;
+        };
+        let key = (host.clone(), port.number);
+        if let Some(&index) = self.cluster_index.get(&key) {
+            return Some(index);
+        }
+        let endpoints: Vec<SocketAddr> = service
+            .entry
+            .spec
+            .endpoints
+            .iter()
+            .zip(&service.addresses)
+            .map(|(ep, ip)| {
+                let target = port
+                    .name
+                    .as_ref()
+                    .and_then(|n| ep.ports.get(n).copied())
+                    .or(port.target_port)
+                    .unwrap_or(port.number);
+                SocketAddr::new(*ip, target)
+            })
+            .collect();
+        let name = format!("outbound|{}||{host}", port.number);
+        match Cluster::new(
+            name,
+            host.clone(),
+            endpoints,
+            self.settings.upstream_connect_timeout,
+        ) {
+            Ok(cluster) => {
+                self.clusters.push(cluster);
+                self.cluster_index.insert(key, self.clusters.len() - 1);
+                Some(self.clusters.len() - 1)
+            }
+            Err(e) => {
+                self.error(&service.entry.source, "spec.endpoints", e.to_string());
+                None
+            }
+        }
+    }
+
+    fn authenticator(&mut self, config: &Config, jwks: &JwksRegistry) -> Authenticator {
+        let mut providers: Vec<Provider> = Vec::new();
+        let mut issuers: HashMap<String, String> = HashMap::new();
+        for ra in &config.request_authentications {
+            for (k, rule) in ra.spec.jwt_rules.iter().enumerate() {
+                let path = format!("spec.jwtRules[{k}]");
+                if let Some(first) = issuers.get(&rule.issuer) {
+                    let message =
+                        format!("issuer `{}` is already configured at {first}", rule.issuer);
+                    self.error(&ra.source, format!("{path}.issuer"), message);
+                    continue;
+                }
+                if let Some(provider) = self.provider(&ra.source, &path, rule, jwks) {
+                    issuers.insert(rule.issuer.clone(), format!("{} {path}", ra.source));
+                    providers.push(provider);
+                }
+            }
+        }
+        Authenticator::new(providers)
+    }
+
+    fn provider(
+        &mut self,
+        source: &Source,
+        path: &str,
+        rule: &JwtRule,
+        jwks: &JwksRegistry,
+    ) -> Option<Provider> {
+        let before = self.errors.len();
+        if rule.issuer.is_empty() {
+            self.error(source, format!("{path}.issuer"), "must not be empty");
+        }
+        let timeout = match rule.timeout.as_deref().map(parse_duration) {
+            None => DEFAULT_JWKS_TIMEOUT,
+            Some(Ok(d)) if !d.is_zero() => d,
+            Some(Ok(_)) => {
+                self.error(source, format!("{path}.timeout"), "must be more than zero");
+                DEFAULT_JWKS_TIMEOUT
+            }
+            Some(Err(e)) => {
+                self.error(source, format!("{path}.timeout"), e);
+                DEFAULT_JWKS_TIMEOUT
+            }
+        };
+        let keys = match (&rule.jwks, &rule.jwks_uri) {
+            (Some(_), Some(_)) => {
+                self.error(source, path, "set one of jwks and jwksUri, not both");
+                None
+            }
+            (None, None) => {
+                self.error(source, path, "one of jwks and jwksUri is required");
+                None
+            }
+            (Some(inline), None) => match KeySet::from_json(inline.as_bytes()) {
+                Ok(keys) => Some(Arc::new(ArcSwapOption::from_pointee(keys))),
+                Err(e) => {
+                    self.error(source, format!("{path}.jwks"), e.to_string());
+                    None
+                }
+            },
+            (None, Some(uri)) => {
+                if uri.starts_with("http://") || uri.starts_with("https://") {
+                    Some(jwks.source(uri, timeout).slot.clone())
+                } else {
+                    self.error(
+                        source,
+                        format!("{path}.jwksUri"),
+                        "must be an http:// or https:// URL",
+                    );
+                    None
+                }
+            }
+        };
+        let mut locations = Vec::new();
+        for (i, h) in rule.from_headers.iter().enumerate() {
+            match HeaderName::from_bytes(h.name.to_ascii_lowercase().as_bytes()) {
+                Ok(name) => locations.push(TokenLocation::Header {
+                    name,
+                    prefix: h.prefix.clone().unwrap_or_default(),
+                }),
+                Err(_) => self.error(
+                    source,
+                    format!("{path}.fromHeaders[{i}].name"),
+                    "not a valid header name",
+                ),
+            }
+        }
+        for (i, p) in rule.from_params.iter().enumerate() {
+            if p.is_empty() {
+                self.error(
+                    source,
+                    format!("{path}.fromParams[{i}]"),
+                    "must not be empty",
+                );
+            }
+            locations.push(TokenLocation::Param(p.clone()));
+        }
+        if locations.is_empty() {
+            locations = TokenLocation::defaults();
+        }
+        if self.errors.len() != before {
+            return None;
+        }
+        Some(Provider {
+            issuer: rule.issuer.clone(),
+            validation: Validation {
+                audiences: rule.audiences.clone(),
+                clock_skew: self.settings.clock_skew,
+            },
+            keys: keys?,
+            locations,
+            forward_original_token: rule.forward_original_token,
+        })
+    }
+}
+
+/// The hosts both a Gateway server host and a VirtualService host admit,
+/// as one pattern (the narrower of the two), or `None`.
+fn intersect(server: &str, vs: &str) -> Option<String> {
+    if covers(server, vs) {
+        Some(vs.to_string())
+    } else if covers(vs, server) {
+        Some(server.to_string())
+    } else {
+        None
+    }
+}
+
+/// Whether pattern `outer` admits every host `inner` admits.
+fn covers(outer: &str, inner: &str) -> bool {
+    if outer == "*" || outer == inner {
+        return true;
+    }
+    match outer.strip_prefix('*') {
+        Some(suffix) => inner.ends_with(suffix) && inner.len() > suffix.len(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_intersection_keeps_the_narrower_pattern() {
+        assert_eq!(
+            intersect("*", "a.example.com").as_deref(),
+            Some("a.example.com")
+        );
+        assert_eq!(
+            intersect("a.example.com", "*").as_deref(),
+            Some("a.example.com")
+        );
+        assert_eq!(
+            intersect("*.example.com", "a.example.com").as_deref(),
+            Some("a.example.com")
+        );
+        assert_eq!(
+            intersect("*.example.com", "*.b.example.com").as_deref(),
+            Some("*.b.example.com")
+        );
+        assert_eq!(intersect("a.example.com", "b.example.com"), None);
+        assert_eq!(intersect("*.example.com", "example.com"), None);
+    }
+}

@@ -1,0 +1,225 @@
+//! The `ProxyHttp` implementation: one instance per listening address, all
+//! reading the same swappable `Snapshot`.
+
+mod reject;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::http::RequestHeader;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType, Result};
+
+pub use reject::{Rejection, NO_HEALTHY_UPSTREAM};
+
+use crate::jwt::authn::strip_query_param;
+use crate::jwt::{Authenticated, TokenLocation};
+use crate::routing::{host_without_port, RequestView};
+use crate::snapshot::Snapshot;
+
+/// The gateway as seen by one listener.
+pub struct Gateway {
+    /// The listening address this instance serves, as in the snapshot.
+    listener: String,
+    state: Arc<ArcSwap<Snapshot>>,
+}
+
+impl Gateway {
+    pub fn new(listener: String, state: Arc<ArcSwap<Snapshot>>) -> Gateway {
+        Gateway { listener, state }
+    }
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    /// The snapshot this request started with; kept to its end.
+    snap: Arc<Snapshot>,
+    authn: Option<Authenticated>,
+    /// Index of the chosen cluster.
+    cluster: Option<usize>,
+    /// The route that matched, for logs.
+    route: Option<Arc<str>>,
+    rejection: Option<Rejection>,
+}
+
+impl RequestCtx {
+    pub fn rejection(&self) -> Option<Rejection> {
+        self.rejection
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The request's authority: `Host`, or the URI's for HTTP/2.
+fn authority(req: &RequestHeader) -> &str {
+    req.headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("")
+}
+
+impl Gateway {
+    /// Answers with `rejection` and records it.
+    async fn reject(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        rejection: Rejection,
+    ) -> Result<bool> {
+        ctx.rejection = Some(rejection);
+        let realm = {
+            let req = session.req_header();
+            format!("http://{}{}", authority(req), req.uri.path())
+        };
+        let (header, body) = rejection.response(&realm)?;
+        session
+            .write_response_header(header, body.is_empty())
+            .await?;
+        if !body.is_empty() {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            snap: self.state.load_full(),
+            authn: None,
+            cluster: None,
+            route: None,
+            rejection: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        match ctx
+            .snap
+            .authn
+            .authenticate(&req.headers, req.uri.query(), unix_now())
+        {
+            Ok(authn) => ctx.authn = authn,
+            Err(e) => return self.reject(session, ctx, Rejection::Jwt(e)).await,
+        }
+
+        let req = session.req_header();
+        let host = host_without_port(authority(req));
+        let host: Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(host.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(host)
+        };
+        let view = RequestView {
+            method: req.method.as_str(),
+            path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+            authority: &host,
+            headers: &req.headers,
+            claims: ctx.authn.as_ref().map(|a| &*a.identity.claims),
+        };
+        let route = ctx
+            .snap
+            .listeners
+            .get(&self.listener)
+            .and_then(|table| table.select(&view))
+            .map(|r| (r.cluster, r.name.clone()));
+        match route {
+            Some((cluster, name)) => {
+                ctx.cluster = Some(cluster);
+                ctx.route = Some(name);
+                Ok(false)
+            }
+            None => self.reject(session, ctx, Rejection::NoRoute).await,
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        ctx.cluster
+            .and_then(|i| ctx.snap.clusters.get(i))
+            .and_then(|c| c.peer())
+            .ok_or_else(|| Error::new(ErrorType::Custom(NO_HEALTHY_UPSTREAM)))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(authn) = &ctx.authn else {
+            return Ok(());
+        };
+        if authn.forward_original_token {
+            return Ok(());
+        }
+        match &authn.location {
+            TokenLocation::Header { name, .. } => {
+                upstream.remove_header(name);
+            }
+            TokenLocation::Param(param) => {
+                if let Some(query) = upstream.uri.query() {
+                    let path = upstream.uri.path();
+                    let uri = match strip_query_param(query, param) {
+                        Some(q) => format!("{path}?{q}"),
+                        None => path.to_string(),
+                    };
+                    let uri = uri.parse().map_err(|_| {
+                        Error::explain(ErrorType::InternalError, "rebuilding the URI failed")
+                    })?;
+                    upstream.set_uri(uri);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let Some(rejection) = Rejection::from_proxy_error(e) else {
+            // A client-side failure: nothing useful to send, or pingora's 400.
+            let code = match e.etype() {
+                ErrorType::HTTPStatus(code) => *code,
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            };
+            if code > 0 && session.response_written().is_none() {
+                let _ = session.respond_error(code).await;
+            }
+            return FailToProxy {
+                error_code: code,
+                can_reuse_downstream: false,
+            };
+        };
+        ctx.rejection = Some(rejection);
+        if session.response_written().is_none() {
+            if let Err(write_error) = self.reject(session, ctx, rejection).await {
+                tracing::debug!(%write_error, "could not send the error response");
+            }
+        }
+        FailToProxy {
+            error_code: rejection.status(),
+            can_reuse_downstream: false,
+        }
+    }
+}

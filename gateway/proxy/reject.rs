@@ -1,0 +1,113 @@
+//! The one table that turns every refusal into a response: status, body and
+//! headers. Bodies are Envoy's words, so tooling written for Istio keeps
+//! working.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::{Error, ErrorSource, ErrorType};
+
+use crate::jwt::JwtError;
+
+/// Why the gateway answered instead of the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Authentication failed (401, or 403 for an audience mismatch).
+    Jwt(JwtError),
+    /// No route of the virtual host matched.
+    NoRoute,
+    /// The cluster had no endpoint to offer.
+    NoHealthyUpstream,
+    /// Connecting to the chosen endpoint failed.
+    ConnectFailure,
+    /// The upstream closed or reset before answering.
+    UpstreamReset,
+    /// The upstream did not answer in time.
+    UpstreamTimeout,
+    /// The upstream answered with something that is not HTTP.
+    UpstreamProtocolError,
+}
+
+impl Rejection {
+    pub fn status(self) -> u16 {
+        match self {
+            Rejection::Jwt(e) => e.status(),
+            Rejection::NoRoute => 404,
+            Rejection::NoHealthyUpstream
+            | Rejection::ConnectFailure
+            | Rejection::UpstreamReset
+            | Rejection::UpstreamProtocolError => 503,
+            Rejection::UpstreamTimeout => 504,
+        }
+    }
+
+    pub fn body(self) -> &'static str {
+        match self {
+            Rejection::Jwt(e) => e.message(),
+            Rejection::NoRoute => "",
+            Rejection::NoHealthyUpstream => "no healthy upstream",
+            Rejection::ConnectFailure => {
+                "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+            }
+            Rejection::UpstreamReset => {
+                "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+            }
+            Rejection::UpstreamTimeout => "upstream request timeout",
+            Rejection::UpstreamProtocolError => {
+                "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
+            }
+        }
+    }
+
+    /// A bounded label for logs and metrics.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Rejection::Jwt(e) => e.reason(),
+            Rejection::NoRoute => "no_route",
+            Rejection::NoHealthyUpstream => "no_healthy_upstream",
+            Rejection::ConnectFailure => "upstream_connect_failure",
+            Rejection::UpstreamReset => "upstream_reset",
+            Rejection::UpstreamTimeout => "upstream_timeout",
+            Rejection::UpstreamProtocolError => "upstream_protocol_error",
+        }
+    }
+
+    /// Classifies a proxying error; `None` for errors on the client side
+    /// (the client is gone or sent garbage: pingora's own answer stands).
+    pub fn from_proxy_error(e: &Error) -> Option<Rejection> {
+        use ErrorType::*;
+        if let Custom(NO_HEALTHY_UPSTREAM) = e.etype() {
+            return Some(Rejection::NoHealthyUpstream);
+        }
+        if e.esource() != &ErrorSource::Upstream {
+            return None;
+        }
+        Some(match e.etype() {
+            ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError
+            | ConnectProxyFailure | TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert
+            | SocketError | BindError => Rejection::ConnectFailure,
+            ReadTimedout | WriteTimedout => Rejection::UpstreamTimeout,
+            InvalidHTTPHeader | H1Error | H2Error | InvalidH2 => Rejection::UpstreamProtocolError,
+            _ => Rejection::UpstreamReset,
+        })
+    }
+
+    /// The response header. A JWT failure carries `WWW-Authenticate` with
+    /// the request URL as realm, as Envoy sends it.
+    pub fn response(self, realm: &str) -> pingora::Result<(Box<ResponseHeader>, Bytes)> {
+        let body = Bytes::from_static(self.body().as_bytes());
+        let mut header = ResponseHeader::build(self.status(), Some(4))?;
+        header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+        if !body.is_empty() {
+            header.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
+        }
+        if let Rejection::Jwt(_) = self {
+            let realm = realm.replace('"', "%22");
+            let value = format!("Bearer realm=\"{realm}\", error=\"invalid_token\"");
+            header.insert_header(http::header::WWW_AUTHENTICATE, value)?;
+        }
+        Ok((Box::new(header), body))
+    }
+}
+
+/// The `Custom` error type `upstream_peer` raises for an empty cluster.
+pub const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream";

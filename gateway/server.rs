@@ -1,0 +1,66 @@
+//! Assembling the process: one proxy service per listening address, the
+//! admin listener and the background services, on one Pingora server.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::admin::Admin;
+use crate::compile::{compile, settings};
+use crate::config::{Config, ConfigErrors};
+use crate::jwks::{JwksRefresher, JwksRegistry};
+use crate::proxy::Gateway;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("cannot start the server: {0}")]
+    Server(String),
+}
+
+/// Compiles `config` and serves it until the process is told to stop.
+pub fn run(config: Config) -> Result<(), StartError> {
+    let settings = settings(&config)?;
+    let jwks = Arc::new(JwksRegistry::default());
+    let snapshot = compile(&config, &jwks)?;
+    let listeners = snapshot.listener_addrs();
+    let state = Arc::new(ArcSwap::from_pointee(snapshot));
+
+    let conf = ServerConf {
+        threads: settings.threads,
+        grace_period_seconds: Some(5),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    for addr in &listeners {
+        let gateway = Gateway::new(addr.clone(), state.clone());
+        let mut service = pingora::proxy::http_proxy_service_with_name(
+            &server.configuration,
+            gateway,
+            &format!("listener {addr}"),
+        );
+        service.add_tcp(addr);
+        server.add_service(service);
+    }
+
+    let mut admin = Service::new("admin".to_string(), Admin::new(jwks.clone()));
+    admin.add_tcp(&settings.admin.to_string());
+    admin.threads = Some(1);
+    server.add_service(admin);
+
+    server.add_service(background_service(
+        "jwks refresh",
+        JwksRefresher::new(jwks, settings.jwks_refresh),
+    ));
+
+    tracing::info!(listeners = ?listeners, admin = %settings.admin, "claimgate serving");
+    server.run_forever()
+}

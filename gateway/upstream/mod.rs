@@ -1,0 +1,86 @@
+//! Clusters: the endpoints of one destination (`host` + port) and the
+//! pingora-load-balancing selector that picks one per request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora::upstreams::peer::HttpPeer;
+use pingora_load_balancing::selection::RoundRobin;
+use pingora_load_balancing::LoadBalancer;
+
+/// One upstream cluster, named as Istio names it:
+/// `outbound|<port>||<host>`.
+pub struct Cluster {
+    pub name: Arc<str>,
+    /// The destination host, sent as `Host` unchanged (Envoy keeps the
+    /// client's authority by default; this is kept for logs and dumps).
+    pub host: String,
+    pub endpoints: Vec<SocketAddr>,
+    lb: LoadBalancer<RoundRobin>,
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("name", &self.name)
+            .field("endpoints", &self.endpoints)
+            .finish()
+    }
+}
+
+impl Cluster {
+    pub fn new(
+        name: String,
+        host: String,
+        endpoints: Vec<SocketAddr>,
+        connect_timeout: Duration,
+    ) -> std::io::Result<Cluster> {
+        let lb = LoadBalancer::try_from_iter(endpoints.iter().copied())?;
+        Ok(Cluster {
+            name: name.into(),
+            host,
+            endpoints,
+            lb,
+            connect_timeout,
+        })
+    }
+
+    /// The next endpoint, as a plain-HTTP peer; `None` when the cluster has
+    /// no endpoint to offer.
+    pub fn peer(&self) -> Option<Box<HttpPeer>> {
+        let backend = self.lb.select(b"", self.endpoints.len().max(1))?;
+        let mut peer = HttpPeer::new(backend.addr, false, String::new());
+        peer.options.connection_timeout = Some(self.connect_timeout);
+        peer.options.total_connection_timeout = Some(self.connect_timeout);
+        Some(Box::new(peer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_robin_visits_every_endpoint() {
+        let endpoints: Vec<SocketAddr> = vec![
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+            "127.0.0.1:3".parse().unwrap(),
+        ];
+        let c = Cluster::new(
+            "c".into(),
+            "h".into(),
+            endpoints.clone(),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let mut seen: Vec<String> = (0..6)
+            .map(|_| c.peer().unwrap()._address.to_string())
+            .collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 3);
+    }
+}
