@@ -1,0 +1,101 @@
+//! A small, fast HTTP/1.1 origin for the demo, the tests and the benchmarks:
+//! it serves a key set at `/jwks.json` (when given one) and answers every
+//! other request with the request it saw, as JSON (like httpbin's
+//! `/headers`), so a caller can see exactly what the gateway forwarded.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// Echoed back as `origin`, to tell upstreams apart.
+    pub name: String,
+    /// Served at `/jwks.json`.
+    pub jwks: Option<Bytes>,
+}
+
+impl Origin {
+    fn answer(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        if let (Some(jwks), "/jwks.json") = (&self.jwks, req.uri().path()) {
+            return json(jwks.clone());
+        }
+        let headers: serde_json::Map<String, serde_json::Value> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into(),
+                )
+            })
+            .collect();
+        let body = serde_json::json!({
+            "origin": self.name,
+            "method": req.method().as_str(),
+            "uri": req.uri().to_string(),
+            "headers": headers,
+        });
+        json(Bytes::from(body.to_string()))
+    }
+}
+
+fn json(body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Serves `origin` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, origin: Origin) {
+    let origin = Arc::new(origin);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let origin = origin.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let origin = origin.clone();
+                async move { Ok::<_, Infallible>(origin.answer(&req)) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Starts `origin` on its own thread and runtime, listening on `addr`
+/// (`127.0.0.1:0` for any free port); returns the bound address.
+pub fn spawn(addr: &str, origin: Origin) -> std::io::Result<std::net::SocketAddr> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let local = listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name(format!("origin-{}", local.port()))
+        .spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => serve(listener, origin).await,
+                    Err(e) => tracing::error!(error = %e, "origin cannot listen"),
+                }
+            })
+        })?;
+    Ok(local)
+}
