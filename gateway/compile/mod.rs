@@ -93,10 +93,7 @@ pub fn settings(config: &Config) -> Result<Settings, ConfigErrors> {
 
 /// Compiles `config`. Remote key sets are taken from (or added to) `jwks`.
 pub fn compile(config: &Config, jwks: &JwksRegistry) -> Result<Snapshot, ConfigErrors> {
-    let settings = match settings(config) {
-        Ok(s) => s,
-        Err(e) => return Err(e),
-    };
+    let settings = settings(config)?;
     let mut c = Compiler {
         settings,
         errors: Vec::new(),

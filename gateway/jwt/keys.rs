@@ -110,24 +110,26 @@ impl Jwk {
     /// and the key's own `alg`, if any, must be exactly `alg`.
     pub fn fits(&self, alg: Algorithm) -> bool {
         use Algorithm::*;
-        let family = match (&self.material, alg) {
-            (KeyMaterial::Rsa { .. }, RS256 | RS384 | RS512 | PS256 | PS384 | PS512) => true,
+        let family = matches!(
+            (&self.material, alg),
             (
+                KeyMaterial::Rsa { .. },
+                RS256 | RS384 | RS512 | PS256 | PS384 | PS512
+            ) | (
                 KeyMaterial::Ec {
-                    curve: Curve::P256, ..
+                    curve: Curve::P256,
+                    ..
                 },
-                ES256,
-            ) => true,
-            (
+                ES256
+            ) | (
                 KeyMaterial::Ec {
-                    curve: Curve::P384, ..
+                    curve: Curve::P384,
+                    ..
                 },
-                ES384,
-            ) => true,
-            (KeyMaterial::Ed25519 { .. }, EdDSA) => true,
-            (KeyMaterial::Oct { .. }, HS256 | HS384 | HS512) => true,
-            _ => false,
-        };
+                ES384
+            ) | (KeyMaterial::Ed25519 { .. }, EdDSA)
+                | (KeyMaterial::Oct { .. }, HS256 | HS384 | HS512)
+        );
         family && self.alg.is_none_or(|own| own == alg)
     }
 

@@ -131,7 +131,8 @@ impl HostTable {
                 Some(at) => at,
                 None => {
                     self.suffixes.push((suffix.to_string(), Vec::new()));
-                    self.suffixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+                    self.suffixes
+                        .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
                     self.suffixes
                         .iter()
                         .position(|(s, _)| *s == suffix)

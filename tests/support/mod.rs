@@ -1,0 +1,381 @@
+//! Test support: run the real `claimgate` binary on ephemeral ports, an
+//! in-test origin/JWKS server, token minting with the committed test keys.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ring::rand::SystemRandom;
+use ring::signature::{
+    EcdsaKeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, RSA_PKCS1_SHA256,
+};
+use serde_json::{json, Value};
+
+pub use claimgate::origin::Origin;
+
+pub const ISTIO_ISSUER: &str = "testing@secure.istio.io";
+pub const TEST_ISSUER: &str = "https://issuer.claimgate.test";
+
+pub fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path)
+}
+
+pub fn read_fixture(path: &str) -> String {
+    std::fs::read_to_string(fixture(path)).expect("fixture exists")
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+// ----------------------------------------------------------------- origins
+
+/// Starts an echo origin named `name` on an ephemeral port.
+pub fn echo_origin(name: &str) -> SocketAddr {
+    claimgate::origin::spawn(
+        "127.0.0.1:0",
+        Origin {
+            name: name.into(),
+            jwks: None,
+        },
+    )
+    .unwrap()
+}
+
+/// Starts a JWKS server (also an echo origin) serving `jwks` at `/jwks.json`.
+pub fn jwks_server(jwks: &str) -> SocketAddr {
+    let origin = Origin {
+        name: "jwks".into(),
+        jwks: Some(jwks.as_bytes().to_vec().into()),
+    };
+    claimgate::origin::spawn("127.0.0.1:0", origin).unwrap()
+}
+
+// ------------------------------------------------------------------ tokens
+
+struct TestKeys {
+    rsa: RsaKeyPair,
+    ec: EcdsaKeyPair,
+    rng: SystemRandom,
+}
+
+fn keys() -> &'static TestKeys {
+    static KEYS: OnceLock<TestKeys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let rng = SystemRandom::new();
+        let rsa = std::fs::read(fixture("keys/rsa-2048.pk8")).unwrap();
+        let ec = std::fs::read(fixture("keys/ec-p256.pk8")).unwrap();
+        TestKeys {
+            rsa: RsaKeyPair::from_pkcs8(&rsa).unwrap(),
+            ec: EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &ec, &rng).unwrap(),
+            rng,
+        }
+    })
+}
+
+pub const RSA_KID: &str = "test-rsa";
+pub const EC_KID: &str = "test-ec";
+
+/// The public halves of the test keys as a JWKS.
+pub fn test_jwks() -> String {
+    let k = keys();
+    let rsa = ring::rsa::PublicKeyComponents::<Vec<u8>>::from(k.rsa.public());
+    let point = ring::signature::KeyPair::public_key(&k.ec)
+        .as_ref()
+        .to_vec();
+    json!({"keys": [
+        {"kty": "RSA", "kid": RSA_KID, "alg": "RS256", "use": "sig",
+         "n": URL_SAFE_NO_PAD.encode(&rsa.n), "e": URL_SAFE_NO_PAD.encode(&rsa.e)},
+        {"kty": "EC", "kid": EC_KID, "crv": "P-256", "use": "sig",
+         "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65])},
+    ]})
+    .to_string()
+}
+
+fn signing_input(alg: &str, kid: &str, claims: &Value) -> String {
+    let header = json!({"alg": alg, "kid": kid, "typ": "JWT"});
+    format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    )
+}
+
+/// An RS256 token over `claims`, signed with the test RSA key.
+pub fn rs256(claims: Value) -> String {
+    let k = keys();
+    let input = signing_input("RS256", RSA_KID, &claims);
+    let mut sig = vec![0; k.rsa.public().modulus_len()];
+    k.rsa
+        .sign(&RSA_PKCS1_SHA256, &k.rng, input.as_bytes(), &mut sig)
+        .unwrap();
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
+}
+
+/// An ES256 token over `claims`, signed with the test EC key.
+pub fn es256(claims: Value) -> String {
+    let k = keys();
+    let input = signing_input("ES256", EC_KID, &claims);
+    let sig = k.ec.sign(&k.rng, input.as_bytes()).unwrap();
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+}
+
+/// Claims of a valid test token: issuer, subject, an hour to live, plus `extra`.
+pub fn claims(extra: Value) -> Value {
+    let mut c = json!({"iss": TEST_ISSUER, "sub": "user-1", "iat": now(), "exp": now() + 3600});
+    if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
+        c.extend(extra.clone());
+    }
+    c
+}
+
+// ------------------------------------------------------------ config text
+
+/// The Gateway of Istio's httpbin sample, on `port` of 127.0.0.1.
+pub fn gateway_yaml(port: u16) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: httpbin-gateway
+  namespace: foo
+spec:
+  selector:
+    istio: ingressgateway
+  servers:
+  - port:
+      number: {port}
+      name: http
+      protocol: HTTP
+    bind: 127.0.0.1
+    hosts:
+    - "*"
+"#
+    )
+}
+
+/// A STATIC ServiceEntry for `host` in namespace `foo`, port 8000, at `addr`.
+pub fn service_entry_yaml(name: &str, host: &str, addr: SocketAddr) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: {name}
+  namespace: foo
+spec:
+  hosts:
+  - {host}
+  ports:
+  - number: 8000
+    name: http
+    protocol: HTTP
+    targetPort: {port}
+  resolution: STATIC
+  endpoints:
+  - address: {ip}
+"#,
+        port = addr.port(),
+        ip = addr.ip(),
+    )
+}
+
+pub fn settings_yaml(admin: u16) -> String {
+    format!(
+        "apiVersion: claimgate/v1\nkind: Settings\nmetadata:\n  name: settings\nspec:\n  admin: 127.0.0.1:{admin}\n  jwksRefreshInterval: 1m\n"
+    )
+}
+
+/// A RequestAuthentication for the test issuer with keys from `jwks_uri`.
+pub fn test_request_authentication(jwks_uri: &str, extra: &str) -> String {
+    format!(
+        r#"apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata:
+  name: test-jwt
+  namespace: istio-system
+spec:
+  jwtRules:
+  - issuer: "{TEST_ISSUER}"
+    jwksUri: "{jwks_uri}"
+{extra}"#
+    )
+}
+
+// ------------------------------------------------------------- the binary
+
+pub fn claimgate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_claimgate"))
+}
+
+/// A running `claimgate run`, killed on drop.
+pub struct Gateway {
+    child: Child,
+    pub port: u16,
+    pub admin: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Writes `files` (name, YAML) plus a Settings document into a fresh
+    /// folder, runs the gateway on it and waits until it is ready.
+    pub fn start<N: AsRef<str>>(port: u16, files: &[(N, String)]) -> Gateway {
+        let admin = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config");
+        std::fs::create_dir(&config).unwrap();
+        for (name, text) in files {
+            std::fs::write(config.join(name.as_ref()), text).unwrap();
+        }
+        std::fs::write(config.join("zz-settings.yaml"), settings_yaml(admin)).unwrap();
+        let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
+        let child = claimgate()
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut gateway = Gateway {
+            child,
+            port,
+            admin,
+            dir,
+        };
+        gateway.wait_ready();
+        gateway
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    /// Polls `/ready` (every key set fetched) and the listener.
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("claimgate exited with {status}:\n{}", self.log());
+            }
+            let ready = raw_get(self.admin, "/ready").map(|r| r.status) == Some(200);
+            if ready && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "claimgate not ready in time:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ------------------------------------------------------------------ client
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The echo origin's JSON.
+    pub fn echo(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not an echo: {self:?}"))
+    }
+}
+
+/// Sends a request exactly as written (any header names a client likes) on a
+/// fresh connection and reads the response. `None` if the connection fails.
+pub fn raw_request(port: u16, request: &str) -> Option<Reply> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    parse_reply(&raw)
+}
+
+fn parse_reply(raw: &[u8]) -> Option<Reply> {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Some(Reply {
+        status,
+        headers,
+        body: body.to_string(),
+    })
+}
+
+/// `GET path` with extra header lines (`"Name: value"`), `Connection: close`.
+pub fn get(port: u16, path: &str, headers: &[&str]) -> Reply {
+    let mut request =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for h in headers {
+        request.push_str(h);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    raw_request(port, &request).unwrap_or_else(|| panic!("no response for GET {path}"))
+}
+
+fn raw_get(port: u16, path: &str) -> Option<Reply> {
+    raw_request(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+pub fn bearer(token: &str) -> String {
+    format!("Authorization: Bearer {token}")
+}
