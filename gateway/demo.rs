@@ -143,14 +143,14 @@ mod tests {
     #[test]
     fn the_shipped_task_config_compiles() {
         let config = task_config().unwrap();
-        let registry = crate::jwks::JwksRegistry::default();
-        let snapshot = crate::compile::compile(&config, &registry).unwrap();
+        let shared = crate::compile::Shared::default();
+        let snapshot = crate::compile::compile(&config, &shared).unwrap();
         assert_eq!(snapshot.listener_addrs(), vec!["0.0.0.0:80".to_string()]);
         assert_eq!(snapshot.clusters.len(), 1);
         assert_eq!(
             &*snapshot.clusters[0].name,
             "outbound|8000||httpbin.foo.svc.cluster.local"
         );
-        assert_eq!(registry.sources().len(), 1);
+        assert_eq!(shared.jwks.sources().len(), 1);
     }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use claimgate::{compile, config, demo, jwks, server};
+use claimgate::{compile, config, demo, server};
 
 #[derive(Parser)]
 #[command(
@@ -83,7 +83,7 @@ fn check(path: &std::path::Path) -> ExitCode {
     };
     let mut summary = None;
     if let Some(config) = &config {
-        match compile::compile(config, &jwks::JwksRegistry::default()) {
+        match compile::compile(config, &compile::Shared::default()) {
             Ok(snapshot) => summary = Some(snapshot),
             Err(e) => errors.extend(e.0),
         }

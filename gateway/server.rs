@@ -10,9 +10,9 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::Admin;
-use crate::compile::{compile, settings};
+use crate::compile::{compile, settings, Shared};
 use crate::config::{Config, ConfigErrors};
-use crate::jwks::{JwksRefresher, JwksRegistry};
+use crate::jwks::JwksRefresher;
 use crate::proxy::Gateway;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,8 +26,8 @@ pub enum StartError {
 /// Compiles `config` and serves it until the process is told to stop.
 pub fn run(config: Config) -> Result<(), StartError> {
     let settings = settings(&config)?;
-    let jwks = Arc::new(JwksRegistry::default());
-    let snapshot = compile(&config, &jwks)?;
+    let shared = Shared::new(&settings);
+    let snapshot = compile(&config, &shared)?;
     let listeners = snapshot.listener_addrs();
     let state = Arc::new(ArcSwap::from_pointee(snapshot));
 
@@ -51,14 +51,14 @@ pub fn run(config: Config) -> Result<(), StartError> {
         server.add_service(service);
     }
 
-    let mut admin = Service::new("admin".to_string(), Admin::new(jwks.clone()));
+    let mut admin = Service::new("admin".to_string(), Admin::new(shared.jwks.clone()));
     admin.add_tcp(&settings.admin.to_string());
     admin.threads = Some(1);
     server.add_service(admin);
 
     server.add_service(background_service(
         "jwks refresh",
-        JwksRefresher::new(jwks, settings.jwks_refresh),
+        JwksRefresher::new(shared.jwks.clone(), settings.jwks_refresh),
     ));
 
     tracing::info!(listeners = ?listeners, admin = %settings.admin, "claimgate serving");

@@ -19,7 +19,8 @@ use crate::config::{
     ServiceEntrySpec, Source, StringMatch, VirtualServiceSpec,
 };
 use crate::jwks::JwksRegistry;
-use crate::jwt::{Authenticator, KeySet, Provider, TokenLocation, Validation};
+use crate::jwt::authn::Outputs;
+use crate::jwt::{Authenticator, KeySet, Provider, TokenCache, TokenLocation, Validation};
 use crate::routing::{ClaimPath, Condition, HostTable, MatchRule, Route, StringMatcher};
 use crate::snapshot::Snapshot;
 use crate::upstream::Cluster;
@@ -32,6 +33,25 @@ pub struct Settings {
     pub clock_skew: u64,
     pub jwks_refresh: Duration,
     pub upstream_connect_timeout: Duration,
+    pub jwt_cache_size: usize,
+    pub max_token_bytes: usize,
+}
+
+/// What outlives one compiled snapshot: remote key sets (so a recompile
+/// does not fetch again) and the verified-token cache.
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub jwks: Arc<JwksRegistry>,
+    pub tokens: Arc<TokenCache>,
+}
+
+impl Shared {
+    pub fn new(settings: &Settings) -> Shared {
+        Shared {
+            jwks: Arc::default(),
+            tokens: Arc::new(TokenCache::new(settings.jwt_cache_size)),
+        }
+    }
 }
 
 /// The default `timeout` of a `jwksUri` fetch.
@@ -71,6 +91,13 @@ pub fn settings(config: &Config) -> Result<Settings, ConfigErrors> {
         ));
         SocketAddr::from(([127, 0, 0, 1], 15000))
     });
+    if spec.max_token_bytes == 0 {
+        errors.push(ConfigError::new(
+            source,
+            "spec.maxTokenBytes",
+            "must be at least 1",
+        ));
+    }
     if spec.threads == 0 {
         errors.push(ConfigError::new(
             source,
@@ -85,14 +112,17 @@ pub fn settings(config: &Config) -> Result<Settings, ConfigErrors> {
             clock_skew: spec.clock_skew_seconds,
             jwks_refresh,
             upstream_connect_timeout,
+            jwt_cache_size: spec.jwt_cache_size,
+            max_token_bytes: spec.max_token_bytes,
         })
     } else {
         Err(ConfigErrors(errors))
     }
 }
 
-/// Compiles `config`. Remote key sets are taken from (or added to) `jwks`.
-pub fn compile(config: &Config, jwks: &JwksRegistry) -> Result<Snapshot, ConfigErrors> {
+/// Compiles `config`. Remote key sets are taken from (or added to)
+/// `shared.jwks`; verified tokens are cached in `shared.tokens`.
+pub fn compile(config: &Config, shared: &Shared) -> Result<Snapshot, ConfigErrors> {
     let settings = settings(config)?;
     let mut c = Compiler {
         settings,
@@ -106,7 +136,7 @@ pub fn compile(config: &Config, jwks: &JwksRegistry) -> Result<Snapshot, ConfigE
     for vs in &config.virtual_services {
         c.virtual_service(vs, &gateways, &services);
     }
-    let authn = c.authenticator(config, jwks);
+    let authn = c.authenticator(config, shared);
     if !c.errors.is_empty() {
         return Err(ConfigErrors(c.errors));
     }
@@ -582,7 +612,7 @@ impl Compiler {
         }
     }
 
-    fn authenticator(&mut self, config: &Config, jwks: &JwksRegistry) -> Authenticator {
+    fn authenticator(&mut self, config: &Config, shared: &Shared) -> Authenticator {
         let mut providers: Vec<Provider> = Vec::new();
         let mut issuers: HashMap<String, String> = HashMap::new();
         for ra in &config.request_authentications {
@@ -594,13 +624,17 @@ impl Compiler {
                     self.error(&ra.source, format!("{path}.issuer"), message);
                     continue;
                 }
-                if let Some(provider) = self.provider(&ra.source, &path, rule, jwks) {
+                if let Some(provider) = self.provider(&ra.source, &path, rule, &shared.jwks) {
                     issuers.insert(rule.issuer.clone(), format!("{} {path}", ra.source));
                     providers.push(provider);
                 }
             }
         }
-        Authenticator::new(providers)
+        Authenticator::new(
+            providers,
+            shared.tokens.clone(),
+            self.settings.max_token_bytes,
+        )
     }
 
     fn provider(
@@ -679,6 +713,31 @@ impl Compiler {
             }
             locations.push(TokenLocation::Param(p.clone()));
         }
+        for (i, c) in rule.from_cookies.iter().enumerate() {
+            if c.is_empty() {
+                self.error(
+                    source,
+                    format!("{path}.fromCookies[{i}]"),
+                    "must not be empty",
+                );
+            }
+            locations.push(TokenLocation::Cookie(c.clone()));
+        }
+        let mut outputs = Outputs::default();
+        if let Some(name) = &rule.output_payload_to_header {
+            match output_header(name) {
+                Ok(h) => outputs.payload = Some(h),
+                Err(e) => self.error(source, format!("{path}.outputPayloadToHeader"), e),
+            }
+        }
+        for (i, o) in rule.output_claim_to_headers.iter().enumerate() {
+            let at = format!("{path}.outputClaimToHeaders[{i}]");
+            match (output_header(&o.header), ClaimPath::dotted(&o.claim)) {
+                (Ok(h), Ok(claim)) => outputs.claims.push((h, claim)),
+                (Err(e), _) => self.error(source, format!("{at}.header"), e),
+                (_, Err(e)) => self.error(source, format!("{at}.claim"), e),
+            }
+        }
         if locations.is_empty() {
             locations = TokenLocation::defaults();
         }
@@ -694,8 +753,31 @@ impl Compiler {
             keys: keys?,
             locations,
             forward_original_token: rule.forward_original_token,
+            outputs,
+            space_delimited: rule.space_delimited_claims.clone(),
         })
     }
+}
+
+/// A header a rule writes: a valid name, and not one that would let a token
+/// rewrite how the request is routed or framed.
+fn output_header(name: &str) -> Result<HeaderName, String> {
+    let header = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+        .map_err(|_| format!("`{name}` is not a valid header name"))?;
+    const RESERVED: &[&str] = &[
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "te",
+        "upgrade",
+        "authorization",
+        "cookie",
+    ];
+    if RESERVED.contains(&header.as_str()) {
+        return Err(format!("`{name}` cannot be written from a token"));
+    }
+    Ok(header)
 }
 
 /// The hosts both a Gateway server host and a VirtualService host admit,

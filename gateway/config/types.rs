@@ -214,10 +214,27 @@ pub struct JwtRule {
     #[serde(default)]
     pub from_params: Vec<String>,
     #[serde(default)]
+    pub from_cookies: Vec<String>,
+    #[serde(default)]
     pub forward_original_token: bool,
+    /// Header to receive the verified payload (base64url, as in the token).
+    #[serde(default)]
+    pub output_payload_to_header: Option<String>,
+    #[serde(default)]
+    pub output_claim_to_headers: Vec<ClaimToHeader>,
+    /// Claims read as space-delimited lists (`scope` and `permission` always are).
+    #[serde(default)]
+    pub space_delimited_claims: Vec<String>,
     /// Fetch timeout for `jwksUri` (Istio duration, e.g. `5s`).
     #[serde(default)]
     pub timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimToHeader {
+    pub header: String,
+    pub claim: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -245,6 +262,10 @@ pub struct SettingsSpec {
     pub jwks_refresh_interval: String,
     /// Connect timeout to upstream endpoints (Istio duration). Default `5s`.
     pub upstream_connect_timeout: String,
+    /// Verified tokens kept in the cache; 0 disables it. Default 10000.
+    pub jwt_cache_size: usize,
+    /// Largest token looked at, in bytes; a larger one is refused. Default 8192.
+    pub max_token_bytes: usize,
 }
 
 impl Default for SettingsSpec {
@@ -255,6 +276,8 @@ impl Default for SettingsSpec {
             clock_skew_seconds: 60,
             jwks_refresh_interval: "10m".to_string(),
             upstream_connect_timeout: "5s".to_string(),
+            jwt_cache_size: 10_000,
+            max_token_bytes: 8192,
         }
     }
 }

@@ -1,26 +1,34 @@
 //! Request authentication: find the token in the request, let its (not yet
-//! trusted) issuer pick the rule, and validate it with that rule's keys.
+//! trusted) issuer pick the rule, and validate it with that rule's keys,
+//! through the verified-token cache.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
-use http::header::{HeaderName, AUTHORIZATION};
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION, COOKIE};
 use http::HeaderMap;
 
-use super::{parse, validate, Identity, JwtError, KeySet, Validation};
+use super::claims::{ClaimPath, ClaimView};
+use super::{parse, validate, JwtError, KeySet, TokenCache, Validation, VerifiedToken};
 
 /// Where a key set is published: the JWKS refresher stores, requests load.
 /// Empty until the first successful fetch.
 pub type KeySlot = Arc<ArcSwapOption<KeySet>>;
 
+/// The default largest token we look at, in bytes.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
+
 /// Where a token may be carried.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenLocation {
     /// A header whose value starts with `prefix` (for `Authorization`, the
-    /// scheme compares case-insensitively, as RFC 7235 says).
+    /// scheme compares case-insensitively, as RFC 7235 says; any other
+    /// prefix must match exactly).
     Header { name: HeaderName, prefix: String },
     /// A query parameter.
     Param(String),
+    /// A cookie.
+    Cookie(String),
 }
 
 impl TokenLocation {
@@ -36,6 +44,15 @@ impl TokenLocation {
     }
 }
 
+/// Headers a rule writes for the upstream from a verified token.
+#[derive(Debug, Clone, Default)]
+pub struct Outputs {
+    /// `outputPayloadToHeader`: the payload, base64url as in the token.
+    pub payload: Option<HeaderName>,
+    /// `outputClaimToHeaders`: one header per claim (strings, numbers, bools).
+    pub claims: Vec<(HeaderName, ClaimPath)>,
+}
+
 /// One `jwtRules` entry, compiled.
 #[derive(Debug)]
 pub struct Provider {
@@ -44,14 +61,19 @@ pub struct Provider {
     pub keys: KeySlot,
     pub locations: Vec<TokenLocation>,
     pub forward_original_token: bool,
+    pub outputs: Outputs,
+    /// `spaceDelimitedClaims` (besides `scope` and `permission`).
+    pub space_delimited: Vec<String>,
 }
 
-/// A request's verified token and where it was found.
+/// A request's verified token, the rule that accepted it and where it was.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
-    pub identity: Identity,
-    pub location: TokenLocation,
-    pub forward_original_token: bool,
+    pub token: Arc<VerifiedToken>,
+    /// Index into `Authenticator::providers()`.
+    pub provider: usize,
+    /// Index into `Authenticator::locations()`.
+    pub location: usize,
 }
 
 /// Every rule of every RequestAuthentication that applies to the gateway.
@@ -60,28 +82,64 @@ pub struct Authenticator {
     providers: Vec<Provider>,
     /// The union of the providers' locations, each once, in rule order.
     locations: Vec<TokenLocation>,
+    /// `accepts[provider][location]`: whether the rule reads that location.
+    accepts: Vec<Vec<bool>>,
+    /// Every header any rule writes: removed from every request first, so a
+    /// client can never send one of its own.
+    output_headers: Vec<HeaderName>,
+    cache: Arc<TokenCache>,
+    max_token_bytes: usize,
 }
 
 impl Authenticator {
-    pub fn new(providers: Vec<Provider>) -> Authenticator {
+    pub fn new(
+        providers: Vec<Provider>,
+        cache: Arc<TokenCache>,
+        max_token_bytes: usize,
+    ) -> Authenticator {
         let mut locations: Vec<TokenLocation> = Vec::new();
-        for location in providers.iter().flat_map(|p| &p.locations) {
-            if !locations.contains(location) {
-                locations.push(location.clone());
+        let mut output_headers: Vec<HeaderName> = Vec::new();
+        for p in &providers {
+            for location in &p.locations {
+                if !locations.contains(location) {
+                    locations.push(location.clone());
+                }
+            }
+            let names = p
+                .outputs
+                .payload
+                .iter()
+                .chain(p.outputs.claims.iter().map(|(h, _)| h));
+            for name in names {
+                if !output_headers.contains(name) {
+                    output_headers.push(name.clone());
+                }
             }
         }
+        let accepts = providers
+            .iter()
+            .map(|p| locations.iter().map(|l| p.locations.contains(l)).collect())
+            .collect();
         Authenticator {
             providers,
             locations,
+            accepts,
+            output_headers,
+            cache,
+            max_token_bytes,
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.providers.is_empty()
     }
 
     pub fn providers(&self) -> &[Provider] {
         &self.providers
+    }
+
+    pub fn locations(&self) -> &[TokenLocation] {
+        &self.locations
+    }
+
+    pub fn cache(&self) -> &TokenCache {
+        &self.cache
     }
 
     /// `Ok(None)`: no token anywhere (the request goes on without identity).
@@ -96,6 +154,13 @@ impl Authenticator {
         let Some((token, location)) = self.find_token(headers, query)? else {
             return Ok(None);
         };
+        if token.len() > self.max_token_bytes {
+            return Err(JwtError::TooLarge);
+        }
+        if let Some(hit) = self.cached(token, location, now)? {
+            return Ok(Some(hit));
+        }
+
         let parsed = parse(token)?;
         let issuer = parsed
             .claims
@@ -103,35 +168,119 @@ impl Authenticator {
             .as_deref()
             .ok_or(JwtError::UnknownIssuer)?;
         let provider = self
-            .providers
-            .iter()
-            .find(|p| p.issuer == issuer && p.locations.contains(location))
+            .provider_for(issuer, location)
             .ok_or(JwtError::UnknownIssuer)?;
-        let keys = provider.keys.load();
-        let identity = validate(parsed, keys.as_deref(), &provider.validation, now)?;
+        let rule = &self.providers[provider];
+        let keys = rule.keys.load();
+        let verified = Arc::new(validate(parsed, keys.as_ref(), &rule.validation, now)?);
+        self.cache.insert(token, verified.clone());
         Ok(Some(Authenticated {
-            identity,
-            location: location.clone(),
-            forward_original_token: provider.forward_original_token,
+            token: verified,
+            provider,
+            location,
         }))
+    }
+
+    /// A cache hit that still holds: same key set, still in time, audience
+    /// still allowed by the current rule. `Ok(None)` sends the token down the
+    /// full path.
+    fn cached(
+        &self,
+        token: &str,
+        location: usize,
+        now: u64,
+    ) -> Result<Option<Authenticated>, JwtError> {
+        let Some(hit) = self.cache.get(token) else {
+            return Ok(None);
+        };
+        let Some(provider) = self.provider_for(&hit.issuer, location) else {
+            return Ok(None);
+        };
+        let rule = &self.providers[provider];
+        let same_keys = rule
+            .keys
+            .load()
+            .as_ref()
+            .is_some_and(|k| Arc::ptr_eq(k, &hit.keys));
+        if !same_keys {
+            return Ok(None);
+        }
+        if let Err(e) = rule.validation.check(hit.exp, hit.nbf, &hit.aud, now) {
+            if e == JwtError::Expired {
+                self.cache.remove(token);
+            }
+            return Err(e);
+        }
+        Ok(Some(Authenticated {
+            token: hit,
+            provider,
+            location,
+        }))
+    }
+
+    fn provider_for(&self, issuer: &str, location: usize) -> Option<usize> {
+        (0..self.providers.len())
+            .find(|&i| self.providers[i].issuer == issuer && self.accepts[i][location])
     }
 
     fn find_token<'r>(
         &self,
         headers: &'r HeaderMap,
         query: Option<&'r str>,
-    ) -> Result<Option<(&'r str, &TokenLocation)>, JwtError> {
-        let mut found: Option<(&'r str, &TokenLocation)> = None;
-        for location in &self.locations {
+    ) -> Result<Option<(&'r str, usize)>, JwtError> {
+        let mut found: Option<(&'r str, usize)> = None;
+        for (i, location) in self.locations.iter().enumerate() {
             for token in tokens_at(location, headers, query) {
                 match found {
                     Some((first, _)) if first != token => return Err(JwtError::MultipleTokens),
                     Some(_) => {}
-                    None => found = Some((token, location)),
+                    None => found = Some((token, i)),
                 }
             }
         }
         Ok(found)
+    }
+
+    /// The claims of `authn` as matchers read them.
+    pub fn claims<'a>(&'a self, authn: &'a Authenticated) -> ClaimView<'a> {
+        ClaimView {
+            claims: &authn.token.claims,
+            space_delimited: &self.providers[authn.provider].space_delimited,
+        }
+    }
+
+    /// Every header name a rule may write; strip them from every request.
+    pub fn output_headers(&self) -> &[HeaderName] {
+        &self.output_headers
+    }
+
+    /// The headers the accepting rule writes for `authn`. The payload header
+    /// re-reads the token from the (downstream) request it was found in.
+    pub fn outputs(
+        &self,
+        authn: &Authenticated,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Vec<(HeaderName, HeaderValue)> {
+        let outputs = &self.providers[authn.provider].outputs;
+        let mut out = Vec::new();
+        if let Some(name) = &outputs.payload {
+            let token = tokens_at(&self.locations[authn.location], headers, query)
+                .into_iter()
+                .next();
+            if let Some(payload) = token.and_then(|t| t.split('.').nth(1)) {
+                if let Ok(value) = HeaderValue::from_str(payload) {
+                    out.push((name.clone(), value));
+                }
+            }
+        }
+        for (name, claim) in &outputs.claims {
+            let value = claim.header_value(&authn.token.claims);
+            if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                out.push((name.clone(), value));
+            }
+        }
+        out
     }
 }
 
@@ -156,6 +305,15 @@ fn tokens_at<'r>(
             .filter(|(k, v)| k == param && !v.is_empty())
             .map(|(_, v)| v)
             .collect(),
+        TokenLocation::Cookie(cookie) => headers
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .filter(|(k, v)| k == cookie && !v.is_empty())
+            .map(|(_, v)| v.trim_matches('"'))
+            .collect(),
     }
 }
 
@@ -169,30 +327,71 @@ fn strip_prefix<'v>(name: &HeaderName, value: &'v str, prefix: &str) -> Option<&
     }
 }
 
-/// Removes the token at `location` from a query string; `None` when nothing
-/// is left of it.
+/// Removes parameter `param` from a query string; `None` when nothing is left.
 pub fn strip_query_param(query: &str, param: &str) -> Option<String> {
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != param)
+    strip_pairs(query.split('&'), "&", param)
+}
+
+/// Removes cookie `name` from a `Cookie` header value; `None` when nothing is left.
+pub fn strip_cookie(value: &str, name: &str) -> Option<String> {
+    strip_pairs(value.split(';').map(str::trim), "; ", name)
+}
+
+fn strip_pairs<'a>(
+    pairs: impl Iterator<Item = &'a str>,
+    separator: &str,
+    name: &str,
+) -> Option<String> {
+    let kept: Vec<&str> = pairs
+        .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
         .collect();
-    let joined = kept.join("&");
+    let joined = kept.join(separator);
     (!joined.is_empty()).then_some(joined)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
 
-    fn authenticator() -> Authenticator {
-        Authenticator::new(vec![Provider {
+    fn provider(locations: Vec<TokenLocation>) -> Provider {
+        Provider {
             issuer: "iss".into(),
             validation: Validation::default(),
             keys: KeySlot::default(),
-            locations: TokenLocation::defaults(),
+            locations,
             forward_original_token: false,
-        }])
+            outputs: Outputs::default(),
+            space_delimited: vec![],
+        }
+    }
+
+    fn authenticator() -> Authenticator {
+        Authenticator::new(
+            vec![provider(TokenLocation::defaults())],
+            Arc::default(),
+            DEFAULT_MAX_TOKEN_BYTES,
+        )
+    }
+
+    fn unsigned(payload: &str) -> String {
+        format!(
+            "{}.{}.c2ln",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256"}"#),
+            URL_SAFE_NO_PAD.encode(payload)
+        )
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
     }
 
     #[test]
@@ -202,30 +401,53 @@ mod tests {
             .authenticate(&HeaderMap::new(), Some("x=1"), 0)
             .unwrap()
             .is_none());
-        let mut h = HeaderMap::new();
-        h.insert(AUTHORIZATION, HeaderValue::from_static("Basic dXNlcg=="));
+        let h = headers(&[("authorization", "Basic dXNlcg==")]);
         assert!(a.authenticate(&h, None, 0).unwrap().is_none());
     }
 
     #[test]
     fn tokens_in_two_locations_are_refused() {
-        let a = authenticator();
-        let mut h = HeaderMap::new();
-        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer a.b.c"));
-        let err = a
+        let h = headers(&[("authorization", "Bearer a.b.c")]);
+        let err = authenticator()
             .authenticate(&h, Some("access_token=d.e.f"), 0)
             .unwrap_err();
         assert_eq!(err, JwtError::MultipleTokens);
     }
 
     #[test]
-    fn the_bearer_scheme_is_case_insensitive() {
-        let a = authenticator();
-        let mut h = HeaderMap::new();
-        h.insert(
-            AUTHORIZATION,
-            HeaderValue::from_static("bearer some.invalid.token"),
+    fn the_bearer_scheme_is_case_insensitive_but_other_prefixes_are_exact() {
+        let h = headers(&[("authorization", "bearer some.invalid.token")]);
+        assert_eq!(
+            authenticator().authenticate(&h, None, 0).unwrap_err(),
+            JwtError::HeaderBadJson
         );
+
+        let custom = TokenLocation::Header {
+            name: HeaderName::from_static("x-jwt"),
+            prefix: "Token ".into(),
+        };
+        let a = Authenticator::new(
+            vec![provider(vec![custom])],
+            Arc::default(),
+            DEFAULT_MAX_TOKEN_BYTES,
+        );
+        let lower = headers(&[("x-jwt", "token some.invalid.token")]);
+        assert!(a.authenticate(&lower, None, 0).unwrap().is_none());
+        let exact = headers(&[("x-jwt", "Token some.invalid.token")]);
+        assert_eq!(
+            a.authenticate(&exact, None, 0).unwrap_err(),
+            JwtError::HeaderBadJson
+        );
+    }
+
+    #[test]
+    fn cookies_are_a_location() {
+        let a = Authenticator::new(
+            vec![provider(vec![TokenLocation::Cookie("session".into())])],
+            Arc::default(),
+            DEFAULT_MAX_TOKEN_BYTES,
+        );
+        let h = headers(&[("cookie", "a=1; session=some.invalid.token; b=2")]);
         assert_eq!(
             a.authenticate(&h, None, 0).unwrap_err(),
             JwtError::HeaderBadJson
@@ -234,14 +456,7 @@ mod tests {
 
     #[test]
     fn a_token_whose_issuer_has_no_rule_is_refused() {
-        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        use base64::Engine;
-        let t = format!(
-            "{}.{}.c2ln",
-            URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256"}"#),
-            URL_SAFE_NO_PAD.encode(r#"{"iss":"other"}"#)
-        );
-        let q = format!("access_token={t}");
+        let q = format!("access_token={}", unsigned(r#"{"iss":"other"}"#));
         let err = authenticator()
             .authenticate(&HeaderMap::new(), Some(&q), 0)
             .unwrap_err();
@@ -250,18 +465,10 @@ mod tests {
 
     #[test]
     fn a_known_issuer_before_its_keys_arrive_is_a_fetch_failure() {
-        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        use base64::Engine;
-        let t = format!(
-            "{}.{}.c2ln",
-            URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256"}"#),
-            URL_SAFE_NO_PAD.encode(r#"{"iss":"iss"}"#)
-        );
-        let mut h = HeaderMap::new();
-        h.insert(
-            AUTHORIZATION,
-            HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
-        );
+        let h = headers(&[(
+            "authorization",
+            &format!("Bearer {}", unsigned(r#"{"iss":"iss"}"#)),
+        )]);
         assert_eq!(
             authenticator().authenticate(&h, None, 0).unwrap_err(),
             JwtError::JwksFetchFail
@@ -269,11 +476,26 @@ mod tests {
     }
 
     #[test]
-    fn stripping_the_token_keeps_other_parameters() {
+    fn an_oversized_token_is_refused_before_parsing() {
+        let big = format!("Bearer {}", "a".repeat(DEFAULT_MAX_TOKEN_BYTES + 1));
+        let h = headers(&[("authorization", &big)]);
+        assert_eq!(
+            authenticator().authenticate(&h, None, 0).unwrap_err(),
+            JwtError::TooLarge
+        );
+    }
+
+    #[test]
+    fn stripping_keeps_the_other_parameters_and_cookies() {
         assert_eq!(
             strip_query_param("a=1&access_token=x&b=2", "access_token").as_deref(),
             Some("a=1&b=2")
         );
         assert_eq!(strip_query_param("access_token=x", "access_token"), None);
+        assert_eq!(
+            strip_cookie("a=1; session=x;b=2", "session").as_deref(),
+            Some("a=1; b=2")
+        );
+        assert_eq!(strip_cookie("session=x", "session"), None);
     }
 }

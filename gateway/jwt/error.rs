@@ -12,6 +12,8 @@ pub enum JwtError {
     HeaderBadAlg,
     HeaderNotImplementedAlg,
     HeaderBadKid,
+    HeaderCritUnsupported,
+    TooLarge,
     PayloadBadBase64,
     PayloadBadJson,
     PayloadIssNotString,
@@ -44,6 +46,8 @@ impl JwtError {
             HeaderBadAlg => "Jwt header [alg] field is required and must be a string",
             HeaderNotImplementedAlg => "Jwt header [alg] is not supported",
             HeaderBadKid => "Jwt header [kid] field is not a string",
+            HeaderCritUnsupported => "Jwt header [crit] names an extension that is not supported",
+            TooLarge => "Jwt is larger than the maximum size",
             PayloadBadBase64 => "Jwt payload is an invalid Base64url encoded",
             PayloadBadJson => "Jwt payload is an invalid JSON",
             PayloadIssNotString => "Jwt payload [iss] field is not a string",
@@ -69,6 +73,8 @@ impl JwtError {
         use JwtError::*;
         match self {
             BadFormat
+            | TooLarge
+            | HeaderCritUnsupported
             | HeaderBadBase64
             | HeaderBadJson
             | HeaderBadAlg

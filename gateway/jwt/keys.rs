@@ -20,6 +20,7 @@ pub enum Algorithm {
     PS512,
     ES256,
     ES384,
+    ES512,
     EdDSA,
     HS256,
     HS384,
@@ -38,6 +39,7 @@ impl Algorithm {
             "PS512" => PS512,
             "ES256" => ES256,
             "ES384" => ES384,
+            "ES512" => ES512,
             "EdDSA" => EdDSA,
             "HS256" => HS256,
             "HS384" => HS384,
@@ -57,6 +59,7 @@ impl Algorithm {
             PS512 => "PS512",
             ES256 => "ES256",
             ES384 => "ES384",
+            ES512 => "ES512",
             EdDSA => "EdDSA",
             HS256 => "HS256",
             HS384 => "HS384",
@@ -70,8 +73,12 @@ impl Algorithm {
 pub enum KeyMaterial {
     /// RSA modulus and exponent, big-endian, leading zeros stripped.
     Rsa { n: Vec<u8>, e: Vec<u8> },
-    /// An uncompressed point (`0x04 || x || y`) on P-256 or P-384.
+    /// An uncompressed point (`0x04 || x || y`) on P-256 or P-384, checked
+    /// to be on its curve when the key set was parsed.
     Ec { curve: Curve, point: Vec<u8> },
+    /// A P-521 key. ring has no P-521, so RustCrypto's `p521` verifies it,
+    /// behind the same interface.
+    EcP521(Box<p521::ecdsa::VerifyingKey>),
     /// An Ed25519 public key.
     Ed25519 { x: Vec<u8> },
     /// A shared HMAC secret (only from inline `jwks`).
@@ -90,6 +97,7 @@ impl std::fmt::Debug for KeyMaterial {
         match self {
             KeyMaterial::Rsa { n, .. } => write!(f, "Rsa({} bits)", n.len() * 8),
             KeyMaterial::Ec { curve, .. } => write!(f, "Ec({curve:?})"),
+            KeyMaterial::EcP521(_) => f.write_str("Ec(P521)"),
             KeyMaterial::Ed25519 { .. } => f.write_str("Ed25519"),
             KeyMaterial::Oct { .. } => f.write_str("Oct(redacted)"),
         }
@@ -159,6 +167,11 @@ impl Jwk {
                 signature::UnparsedPublicKey::new(algorithm, point)
                     .verify(message, sig)
                     .is_ok()
+            }
+            KeyMaterial::EcP521(key) => {
+                use p521::ecdsa::signature::Verifier;
+                p521::ecdsa::Signature::from_slice(sig)
+                    .is_ok_and(|sig| key.verify(message, &sig).is_ok())
             }
             KeyMaterial::Ed25519 { x } => signature::UnparsedPublicKey::new(&signature::ED25519, x)
                 .verify(message, sig)
@@ -304,12 +317,14 @@ fn parse_jwk(key: &serde_json::Value) -> Result<Option<Jwk>, String> {
             KeyMaterial::Rsa { n, e }
         }
         "EC" => {
-            let (curve, size) = match field(key, "crv")? {
-                "P-256" => (Curve::P256, 32),
-                "P-384" => (Curve::P384, 48),
+            let (x, y) = (bytes(key, "x")?, bytes(key, "y")?);
+            let crv = field(key, "crv")?;
+            let size = match crv {
+                "P-256" => 32,
+                "P-384" => 48,
+                "P-521" => 66,
                 other => return Err(format!("EC curve `{other}` is not supported")),
             };
-            let (x, y) = (bytes(key, "x")?, bytes(key, "y")?);
             if x.len() != size || y.len() != size {
                 return Err("EC [x] or [y] has the wrong length".into());
             }
@@ -317,6 +332,19 @@ fn parse_jwk(key: &serde_json::Value) -> Result<Option<Jwk>, String> {
             point.push(0x04);
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
+            let on_curve = match crv {
+                "P-256" => p256::PublicKey::from_sec1_bytes(&point).is_ok(),
+                "P-384" => p384::PublicKey::from_sec1_bytes(&point).is_ok(),
+                _ => {
+                    let key = p521::ecdsa::VerifyingKey::from_sec1_bytes(&point)
+                        .map_err(|_| "EC point is not on P-521".to_string())?;
+                    return finish(kid, alg, KeyMaterial::EcP521(Box::new(key)));
+                }
+            };
+            if !on_curve {
+                return Err(format!("EC point is not on {crv}"));
+            }
+            let curve = if size == 32 { Curve::P256 } else { Curve::P384 };
             KeyMaterial::Ec { curve, point }
         }
         "OKP" => {
@@ -338,13 +366,22 @@ fn parse_jwk(key: &serde_json::Value) -> Result<Option<Jwk>, String> {
         }
         other => return Err(format!("[kty] `{other}` is not supported")),
     };
+    finish(kid, alg, material)
+}
+
+/// A key whose own `alg` (if any) must fit its type.
+fn finish(
+    kid: Option<String>,
+    alg: Option<Algorithm>,
+    material: KeyMaterial,
+) -> Result<Option<Jwk>, String> {
     let jwk = Jwk { kid, alg, material };
-    if let Some(alg) = alg {
-        if !jwk.fits(alg) {
-            return Err(format!("[alg] {} does not fit the key type", alg.name()));
+    match alg {
+        Some(alg) if !jwk.fits(alg) => {
+            Err(format!("[alg] {} does not fit the key type", alg.name()))
         }
+        _ => Ok(Some(jwk)),
     }
-    Ok(Some(jwk))
 }
 
 fn strip_zeros(mut v: Vec<u8>) -> Vec<u8> {

@@ -2,7 +2,10 @@
 //! spirit of Envoy's jwt_verify_lib. `now` is always a parameter.
 
 pub mod authn;
+mod cache;
+pub mod claims;
 mod error;
+mod json;
 mod keys;
 mod token;
 
@@ -11,12 +14,13 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 pub use authn::{Authenticated, Authenticator, KeySlot, Provider, TokenLocation};
+pub use cache::TokenCache;
 pub use error::JwtError;
 pub use keys::{Algorithm, Curve, Jwk, JwksError, KeyMaterial, KeySet};
 pub use token::{parse, Claims, UnverifiedToken};
 
 /// What a rule requires of a token once its issuer is known.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Validation {
     /// Accepted `aud` values, any-of. Empty: `aud` is not checked.
     pub audiences: Vec<String>,
@@ -33,15 +37,46 @@ impl Default for Validation {
     }
 }
 
-/// A verified token's subject and claims.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Identity {
-    pub issuer: String,
-    pub subject: String,
-    pub claims: Arc<Map<String, Value>>,
+impl Validation {
+    /// The time and audience checks, in Envoy's order. Cheap: a cached
+    /// token runs them again on every use, against the current rule.
+    pub fn check(
+        &self,
+        exp: Option<u64>,
+        nbf: Option<u64>,
+        aud: &[String],
+        now: u64,
+    ) -> Result<(), JwtError> {
+        if exp.is_some_and(|exp| now > exp.saturating_add(self.clock_skew)) {
+            return Err(JwtError::Expired);
+        }
+        if nbf.is_some_and(|nbf| now.saturating_add(self.clock_skew) < nbf) {
+            return Err(JwtError::NotYetValid);
+        }
+        if !self.audiences.is_empty() && !aud.iter().any(|a| self.audiences.contains(a)) {
+            return Err(JwtError::AudienceNotAllowed);
+        }
+        Ok(())
+    }
 }
 
-impl Identity {
+/// A token whose signature has been verified: what the cache holds and what
+/// routes and policies read. Claims stay in the JSON form they were parsed
+/// into, so matchers never parse again.
+#[derive(Debug)]
+pub struct VerifiedToken {
+    pub issuer: String,
+    pub subject: String,
+    pub claims: Map<String, Value>,
+    pub exp: Option<u64>,
+    pub nbf: Option<u64>,
+    pub aud: Vec<String>,
+    /// The key set that verified it: when the issuer's set changes, the
+    /// cached verification no longer counts.
+    pub keys: Arc<KeySet>,
+}
+
+impl VerifiedToken {
     /// `iss/sub`, Istio's request principal.
     pub fn principal(&self) -> String {
         format!("{}/{}", self.issuer, self.subject)
@@ -53,26 +88,12 @@ impl Identity {
 /// checks is Envoy's, so a token answers with the same message there and here.
 pub fn validate(
     token: UnverifiedToken<'_>,
-    keys: Option<&KeySet>,
+    keys: Option<&Arc<KeySet>>,
     validation: &Validation,
     now: u64,
-) -> Result<Identity, JwtError> {
+) -> Result<VerifiedToken, JwtError> {
     let claims = token.claims;
-    if let Some(exp) = claims.exp {
-        if now > exp.saturating_add(validation.clock_skew) {
-            return Err(JwtError::Expired);
-        }
-    }
-    if let Some(nbf) = claims.nbf {
-        if now.saturating_add(validation.clock_skew) < nbf {
-            return Err(JwtError::NotYetValid);
-        }
-    }
-    if !validation.audiences.is_empty()
-        && !claims.aud.iter().any(|a| validation.audiences.contains(a))
-    {
-        return Err(JwtError::AudienceNotAllowed);
-    }
+    validation.check(claims.exp, claims.nbf, &claims.aud, now)?;
     let keys = keys.ok_or(JwtError::JwksFetchFail)?;
     keys.verify(
         token.alg,
@@ -80,9 +101,52 @@ pub fn validate(
         token.signing_input,
         &token.signature,
     )?;
-    Ok(Identity {
+    Ok(VerifiedToken {
         issuer: claims.iss.unwrap_or_default(),
         subject: claims.sub.unwrap_or_default(),
-        claims: Arc::new(claims.all),
+        claims: claims.all,
+        exp: claims.exp,
+        nbf: claims.nbf,
+        aud: claims.aud,
+        keys: keys.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_and_not_before_honour_the_skew_exactly() {
+        let v = Validation {
+            audiences: vec![],
+            clock_skew: 60,
+        };
+        let exp = Some(1_000);
+        assert_eq!(v.check(exp, None, &[], 1_060), Ok(()));
+        assert_eq!(v.check(exp, None, &[], 1_061), Err(JwtError::Expired));
+        assert_eq!(v.check(exp, None, &[], 1_059), Ok(()));
+        let nbf = Some(1_000);
+        assert_eq!(v.check(None, nbf, &[], 940), Ok(()));
+        assert_eq!(v.check(None, nbf, &[], 939), Err(JwtError::NotYetValid));
+        assert_eq!(v.check(None, nbf, &[], 941), Ok(()));
+    }
+
+    #[test]
+    fn audiences_are_any_of_and_unchecked_when_empty() {
+        let v = Validation {
+            audiences: vec!["a".into(), "b".into()],
+            clock_skew: 0,
+        };
+        assert_eq!(v.check(None, None, &["x".into(), "b".into()], 0), Ok(()));
+        assert_eq!(
+            v.check(None, None, &["x".into()], 0),
+            Err(JwtError::AudienceNotAllowed)
+        );
+        assert_eq!(
+            v.check(None, None, &[], 0),
+            Err(JwtError::AudienceNotAllowed)
+        );
+        assert_eq!(Validation::default().check(None, None, &[], 0), Ok(()));
+    }
 }

@@ -17,6 +17,8 @@ pub struct UnverifiedToken<'a> {
     pub kid: Option<String>,
     /// `header.payload`, the bytes the signature covers.
     pub signing_input: &'a [u8],
+    /// The payload segment, still base64url.
+    pub payload_b64: &'a str,
     pub signature: Vec<u8>,
     pub claims: Claims,
 }
@@ -41,6 +43,7 @@ pub fn parse(token: &str) -> Result<UnverifiedToken<'_>, JwtError> {
         return Err(JwtError::BadFormat);
     };
     let signing_input = &token.as_bytes()[..header.len() + 1 + payload.len()];
+    let payload_b64 = payload;
 
     let header = decode_object(header, JwtError::HeaderBadBase64, JwtError::HeaderBadJson)?;
     let alg = match header.get("alg") {
@@ -54,6 +57,10 @@ pub fn parse(token: &str) -> Result<UnverifiedToken<'_>, JwtError> {
         Some(Value::String(kid)) => Some(kid.clone()),
         Some(_) => return Err(JwtError::HeaderBadKid),
     };
+    // No extension is understood, so any `crit` must be refused (RFC 7515 4.1.11).
+    if header.contains_key("crit") {
+        return Err(JwtError::HeaderCritUnsupported);
+    }
 
     let all = decode_object(
         payload,
@@ -77,6 +84,7 @@ pub fn parse(token: &str) -> Result<UnverifiedToken<'_>, JwtError> {
         alg,
         kid,
         signing_input,
+        payload_b64,
         signature,
         claims,
     })
@@ -88,10 +96,7 @@ fn decode_object(
     bad_json: JwtError,
 ) -> Result<Map<String, Value>, JwtError> {
     let bytes = URL_SAFE_NO_PAD.decode(segment).map_err(|_| bad_base64)?;
-    match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        _ => Err(bad_json),
-    }
+    super::json::parse_object(&bytes).ok_or(bad_json)
 }
 
 fn string_claim(
@@ -216,6 +221,37 @@ mod tests {
         assert_eq!(parse(&missing).unwrap_err(), JwtError::HeaderBadAlg);
         let number_kid = token(r#"{"alg":"RS256","kid":1}"#, "{}");
         assert_eq!(parse(&number_kid).unwrap_err(), JwtError::HeaderBadKid);
+    }
+
+    #[test]
+    fn every_crit_header_is_refused() {
+        let t = token(r#"{"alg":"RS256","crit":["exp"],"exp":1}"#, "{}");
+        assert_eq!(parse(&t).unwrap_err(), JwtError::HeaderCritUnsupported);
+    }
+
+    #[test]
+    fn duplicate_claims_and_deep_nesting_are_invalid_json() {
+        let dup = token(r#"{"alg":"RS256"}"#, r#"{"iss":"a","iss":"b"}"#);
+        assert_eq!(parse(&dup).unwrap_err(), JwtError::PayloadBadJson);
+        let deep = format!(r#"{{"a":{}1{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(
+            parse(&token(r#"{"alg":"RS256"}"#, &deep)).unwrap_err(),
+            JwtError::PayloadBadJson
+        );
+        let dup_header = token(r#"{"alg":"RS256","alg":"HS256"}"#, "{}");
+        assert_eq!(parse(&dup_header).unwrap_err(), JwtError::HeaderBadJson);
+    }
+
+    #[test]
+    fn none_is_never_an_algorithm_in_any_case() {
+        for alg in ["none", "None", "NONE", "nOnE", ""] {
+            let t = format!("{}.{}.", b64(&format!(r#"{{"alg":"{alg}"}}"#)), b64("{}"));
+            assert_eq!(
+                parse(&t).unwrap_err(),
+                JwtError::HeaderNotImplementedAlg,
+                "{alg}"
+            );
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use pingora::{Error, ErrorType, Result};
 
 pub use reject::{Rejection, NO_HEALTHY_UPSTREAM};
 
-use crate::jwt::authn::strip_query_param;
+use crate::jwt::authn::{strip_cookie, strip_query_param};
 use crate::jwt::{Authenticated, TokenLocation};
 use crate::routing::{host_without_port, RequestView};
 use crate::snapshot::Snapshot;
@@ -50,6 +50,42 @@ impl RequestCtx {
     pub fn rejection(&self) -> Option<Rejection> {
         self.rejection
     }
+}
+
+/// Removes the token from where it was found, leaving the rest intact.
+fn strip_token(upstream: &mut RequestHeader, location: &TokenLocation) -> Result<()> {
+    match location {
+        TokenLocation::Header { name, .. } => {
+            upstream.remove_header(name);
+        }
+        TokenLocation::Param(param) => {
+            if let Some(query) = upstream.uri.query() {
+                let path = upstream.uri.path();
+                let uri = match strip_query_param(query, param) {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path.to_string(),
+                };
+                let uri = uri.parse().map_err(|_| {
+                    Error::explain(ErrorType::InternalError, "rebuilding the URI failed")
+                })?;
+                upstream.set_uri(uri);
+            }
+        }
+        TokenLocation::Cookie(cookie) => {
+            let values: Vec<String> = upstream
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .filter_map(|v| strip_cookie(v, cookie))
+                .collect();
+            upstream.remove_header(&http::header::COOKIE);
+            for value in values {
+                upstream.append_header(http::header::COOKIE, value)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn unix_now() -> u64 {
@@ -128,7 +164,7 @@ impl ProxyHttp for Gateway {
             path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
             authority: &host,
             headers: &req.headers,
-            claims: ctx.authn.as_ref().map(|a| &*a.identity.claims),
+            claims: ctx.authn.as_ref().map(|a| ctx.snap.authn.claims(a)),
         };
         let route = ctx
             .snap
@@ -159,33 +195,24 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(authn) = &ctx.authn else {
+        let authn = &ctx.snap.authn;
+        // Headers the gateway writes from tokens are never taken from clients.
+        for name in authn.output_headers() {
+            upstream.remove_header(name);
+        }
+        let Some(verified) = &ctx.authn else {
             return Ok(());
         };
-        if authn.forward_original_token {
-            return Ok(());
+        let downstream = session.req_header();
+        for (name, value) in authn.outputs(verified, &downstream.headers, downstream.uri.query()) {
+            upstream.insert_header(name, value)?;
         }
-        match &authn.location {
-            TokenLocation::Header { name, .. } => {
-                upstream.remove_header(name);
-            }
-            TokenLocation::Param(param) => {
-                if let Some(query) = upstream.uri.query() {
-                    let path = upstream.uri.path();
-                    let uri = match strip_query_param(query, param) {
-                        Some(q) => format!("{path}?{q}"),
-                        None => path.to_string(),
-                    };
-                    let uri = uri.parse().map_err(|_| {
-                        Error::explain(ErrorType::InternalError, "rebuilding the URI failed")
-                    })?;
-                    upstream.set_uri(uri);
-                }
-            }
+        if !authn.providers()[verified.provider].forward_original_token {
+            strip_token(upstream, &authn.locations()[verified.location])?;
         }
         Ok(())
     }

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName};
-use serde_json::{Map, Value};
 
-pub use matchers::{ClaimPath, StringMatcher, CLAIM_PREFIX};
+pub use crate::jwt::claims::{ClaimPath, ClaimView, CLAIM_PREFIX};
+pub use matchers::StringMatcher;
 
 /// What a route looks at in a request.
 pub struct RequestView<'r> {
@@ -20,7 +20,7 @@ pub struct RequestView<'r> {
     pub authority: &'r str,
     pub headers: &'r HeaderMap,
     /// The validated token's claims; `None` without a valid token.
-    pub claims: Option<&'r Map<String, Value>>,
+    pub claims: Option<ClaimView<'r>>,
 }
 
 /// One condition on a request, from a `match` entry.
@@ -57,8 +57,12 @@ impl Condition {
             Condition::Authority(m) => m.matches(req.authority),
             Condition::Header(name, m) => header_matches(req.headers, name, m),
             Condition::WithoutHeader(name, m) => !header_matches(req.headers, name, m),
-            Condition::Claim(path, m) => req.claims.is_some_and(|c| path.matches(c, m)),
-            Condition::WithoutClaim(path, m) => !req.claims.is_some_and(|c| path.matches(c, m)),
+            Condition::Claim(path, m) => req
+                .claims
+                .is_some_and(|c| path.any_value(c, |v| m.matches(v))),
+            Condition::WithoutClaim(path, m) => !req
+                .claims
+                .is_some_and(|c| path.any_value(c, |v| m.matches(v))),
         }
     }
 }
