@@ -485,6 +485,101 @@ mod tests {
         );
     }
 
+    /// An HS256 token over `payload`, and a key set holding its secret.
+    fn hs256(secret: &[u8], payload: &str) -> (String, KeySet) {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256"}"#),
+            URL_SAFE_NO_PAD.encode(payload)
+        );
+        let tag = ring::hmac::sign(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret),
+            input.as_bytes(),
+        );
+        let jwks = format!(
+            r#"{{"keys":[{{"kty":"oct","k":"{}"}}]}}"#,
+            URL_SAFE_NO_PAD.encode(secret)
+        );
+        (
+            format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref())),
+            KeySet::from_json(jwks.as_bytes()).unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_cached_token_stops_counting_when_its_key_set_changes() {
+        let (token, keys) = hs256(b"first secret", r#"{"iss":"iss","exp":1000}"#);
+        let a = authenticator();
+        a.providers[0].keys.store(Some(Arc::new(keys)));
+        let h = headers(&[("authorization", &format!("Bearer {token}"))]);
+        let first = a.authenticate(&h, None, 500).unwrap().unwrap();
+        assert_eq!(a.cache().len(), 1);
+        let again = a.authenticate(&h, None, 500).unwrap().unwrap();
+        assert!(
+            Arc::ptr_eq(&first.token, &again.token),
+            "the second use is a cache hit"
+        );
+
+        let (_, rotated) = hs256(b"another secret", "{}");
+        a.providers[0].keys.store(Some(Arc::new(rotated)));
+        assert_eq!(
+            a.authenticate(&h, None, 500).unwrap_err(),
+            JwtError::VerificationFail
+        );
+    }
+
+    #[test]
+    fn a_cached_token_expires_and_leaves_the_cache() {
+        let (token, keys) = hs256(b"secret", r#"{"iss":"iss","exp":1000}"#);
+        let a = authenticator();
+        a.providers[0].keys.store(Some(Arc::new(keys)));
+        let h = headers(&[("authorization", &format!("Bearer {token}"))]);
+        assert!(a.authenticate(&h, None, 1_000).unwrap().is_some());
+        assert_eq!(
+            a.authenticate(&h, None, 1_061).unwrap_err(),
+            JwtError::Expired
+        );
+        assert!(a.cache().is_empty());
+    }
+
+    #[test]
+    fn invalid_tokens_are_never_cached() {
+        let (token, _) = hs256(b"secret", r#"{"iss":"iss"}"#);
+        let (_, other) = hs256(b"not the secret", "{}");
+        let a = authenticator();
+        a.providers[0].keys.store(Some(Arc::new(other)));
+        let h = headers(&[("authorization", &format!("Bearer {token}"))]);
+        assert_eq!(
+            a.authenticate(&h, None, 0).unwrap_err(),
+            JwtError::VerificationFail
+        );
+        assert!(a.cache().is_empty());
+    }
+
+    #[test]
+    fn a_cached_token_is_checked_against_the_current_audiences() {
+        let (token, keys) = hs256(b"secret", r#"{"iss":"iss","aud":"old"}"#);
+        let keys = Arc::new(keys);
+        let cache = Arc::new(TokenCache::new(10));
+        let with_audiences = |aud: &str| {
+            let mut p = provider(TokenLocation::defaults());
+            p.validation.audiences = vec![aud.to_string()];
+            p.keys.store(Some(keys.clone()));
+            Authenticator::new(vec![p], cache.clone(), DEFAULT_MAX_TOKEN_BYTES)
+        };
+        let h = headers(&[("authorization", &format!("Bearer {token}"))]);
+        assert!(with_audiences("old")
+            .authenticate(&h, None, 0)
+            .unwrap()
+            .is_some());
+        assert_eq!(cache.len(), 1);
+        let reloaded = with_audiences("new");
+        assert_eq!(
+            reloaded.authenticate(&h, None, 0).unwrap_err(),
+            JwtError::AudienceNotAllowed
+        );
+    }
+
     #[test]
     fn stripping_keeps_the_other_parameters_and_cookies() {
         assert_eq!(

@@ -135,7 +135,8 @@ impl Jwk {
                     ..
                 },
                 ES384
-            ) | (KeyMaterial::Ed25519 { .. }, EdDSA)
+            ) | (KeyMaterial::EcP521(_), ES512)
+                | (KeyMaterial::Ed25519 { .. }, EdDSA)
                 | (KeyMaterial::Oct { .. }, HS256 | HS384 | HS512)
         );
         family && self.alg.is_none_or(|own| own == alg)

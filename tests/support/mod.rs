@@ -124,8 +124,29 @@ fn signing_input(alg: &str, kid: &str, claims: &Value) -> String {
 
 /// An RS256 token over `claims`, signed with the test RSA key.
 pub fn rs256(claims: Value) -> String {
+    sign_rs256(signing_input("RS256", RSA_KID, &claims))
+}
+
+/// An RS256 token over exactly this payload text (duplicate members and all).
+pub fn rs256_raw(payload: &str) -> String {
+    rs256_with_header(
+        &json!({"alg": "RS256", "kid": RSA_KID, "typ": "JWT"}),
+        payload,
+    )
+}
+
+/// An RS256 signature (test RSA key) over this header and payload text.
+pub fn rs256_with_header(header: &Value, payload: &str) -> String {
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(payload)
+    );
+    sign_rs256(input)
+}
+
+fn sign_rs256(input: String) -> String {
     let k = keys();
-    let input = signing_input("RS256", RSA_KID, &claims);
     let mut sig = vec![0; k.rsa.public().modulus_len()];
     k.rsa
         .sign(&RSA_PKCS1_SHA256, &k.rng, input.as_bytes(), &mut sig)
@@ -200,9 +221,10 @@ spec:
     )
 }
 
-pub fn settings_yaml(admin: u16) -> String {
+/// The Settings document of a test gateway; `extra` adds `spec` lines.
+pub fn settings_yaml(admin: u16, extra: &str) -> String {
     format!(
-        "apiVersion: claimgate/v1\nkind: Settings\nmetadata:\n  name: settings\nspec:\n  admin: 127.0.0.1:{admin}\n  jwksRefreshInterval: 1m\n"
+        "apiVersion: claimgate/v1\nkind: Settings\nmetadata:\n  name: settings\nspec:\n  admin: 127.0.0.1:{admin}\n  jwksRefreshInterval: 1m\n{extra}"
     )
 }
 
@@ -240,6 +262,15 @@ impl Gateway {
     /// Writes `files` (name, YAML) plus a Settings document into a fresh
     /// folder, runs the gateway on it and waits until it is ready.
     pub fn start<N: AsRef<str>>(port: u16, files: &[(N, String)]) -> Gateway {
+        Gateway::start_with_settings(port, files, "")
+    }
+
+    /// `start`, with extra `Settings.spec` lines (indented two spaces).
+    pub fn start_with_settings<N: AsRef<str>>(
+        port: u16,
+        files: &[(N, String)],
+        settings: &str,
+    ) -> Gateway {
         let admin = free_port();
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config");
@@ -247,7 +278,11 @@ impl Gateway {
         for (name, text) in files {
             std::fs::write(config.join(name.as_ref()), text).unwrap();
         }
-        std::fs::write(config.join("zz-settings.yaml"), settings_yaml(admin)).unwrap();
+        std::fs::write(
+            config.join("zz-settings.yaml"),
+            settings_yaml(admin, settings),
+        )
+        .unwrap();
         let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
         let child = claimgate()
             .arg("run")
