@@ -2,7 +2,7 @@
 //! configuration.
 //!
 //! A request flows: `proxy` (Pingora hooks) -> `jwt` (authenticate) ->
-//! `routing` (match on validated claims) -> `upstream` (pick an endpoint),
+//! `authz` (AuthorizationPolicy) -> `routing` (match on validated claims) -> `upstream` (pick an endpoint),
 //! all reading one immutable `snapshot::Snapshot` built by `compile` from
 //! the `config` documents. `jwks` keeps remote key sets fresh in the
 //! background; `admin` answers health probes.
@@ -10,11 +10,13 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod authz;
 pub mod compile;
 pub mod config;
 pub mod demo;
 pub mod jwks;
 pub mod jwt;
+pub mod metrics;
 pub mod origin;
 pub mod proxy;
 pub mod routing;

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use crate::authz::Authorizer;
 use crate::jwt::Authenticator;
 use crate::routing::HostTable;
 use crate::upstream::Cluster;
@@ -15,6 +16,10 @@ pub struct Snapshot {
     pub clusters: Vec<Cluster>,
     /// Every JWT rule that applies to the gateway.
     pub authn: Authenticator,
+    /// Every AuthorizationPolicy that applies to the gateway.
+    pub authz: Authorizer,
+    /// `Settings.trustedProxies`: X-Forwarded-For hops trusted for `remote.ip`.
+    pub trusted_proxies: usize,
 }
 
 impl Snapshot {

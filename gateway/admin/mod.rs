@@ -1,4 +1,4 @@
-//! The admin listener: `/healthz` and `/ready`.
+//! The admin listener: `/healthz`, `/ready`, `/metrics`.
 
 use std::sync::Arc;
 
@@ -24,6 +24,7 @@ impl Admin {
         }
         match path {
             "/healthz" => (StatusCode::OK, "ok\n".into()),
+            "/metrics" => (StatusCode::OK, crate::metrics::get().render()),
             "/ready" => {
                 let waiting: Vec<String> = self
                     .jwks
@@ -49,11 +50,16 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
         let (status, body) = self.answer(&req.method, req.uri.path());
+        let content_type = if req.uri.path() == "/metrics" {
+            "text/plain; version=0.0.4; charset=utf-8"
+        } else {
+            "text/plain; charset=utf-8"
+        };
         let mut response = Response::new(body.into_bytes());
         *response.status_mut() = status;
         response.headers_mut().insert(
             http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+            http::HeaderValue::from_static(content_type),
         );
         response
     }

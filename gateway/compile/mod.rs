@@ -14,6 +14,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use http::HeaderName;
 
+use crate::authz::Authorizer;
 use crate::config::{
     parse_duration, Config, ConfigError, ConfigErrors, GatewaySpec, HttpRoute, JwtRule, Resource,
     ServiceEntrySpec, Source, StringMatch, VirtualServiceSpec,
@@ -35,6 +36,7 @@ pub struct Settings {
     pub upstream_connect_timeout: Duration,
     pub jwt_cache_size: usize,
     pub max_token_bytes: usize,
+    pub trusted_proxies: usize,
 }
 
 /// What outlives one compiled snapshot: remote key sets (so a recompile
@@ -114,6 +116,7 @@ pub fn settings(config: &Config) -> Result<Settings, ConfigErrors> {
             upstream_connect_timeout,
             jwt_cache_size: spec.jwt_cache_size,
             max_token_bytes: spec.max_token_bytes,
+            trusted_proxies: spec.trusted_proxies,
         })
     } else {
         Err(ConfigErrors(errors))
@@ -137,6 +140,13 @@ pub fn compile(config: &Config, shared: &Shared) -> Result<Snapshot, ConfigError
         c.virtual_service(vs, &gateways, &services);
     }
     let authn = c.authenticator(config, shared);
+    let mut policies = Vec::new();
+    for policy in &config.authorization_policies {
+        match crate::authz::compile(policy) {
+            Ok(p) => policies.push(p),
+            Err(e) => c.errors.extend(e),
+        }
+    }
     if !c.errors.is_empty() {
         return Err(ConfigErrors(c.errors));
     }
@@ -144,6 +154,8 @@ pub fn compile(config: &Config, shared: &Shared) -> Result<Snapshot, ConfigError
         listeners: c.listeners,
         clusters: c.clusters,
         authn,
+        authz: Authorizer::new(policies),
+        trusted_proxies: c.settings.trusted_proxies,
     })
 }
 

@@ -54,6 +54,7 @@ pub struct Config {
     pub virtual_services: Vec<Resource<VirtualServiceSpec>>,
     pub service_entries: Vec<Resource<ServiceEntrySpec>>,
     pub request_authentications: Vec<Resource<RequestAuthenticationSpec>>,
+    pub authorization_policies: Vec<Resource<AuthorizationPolicySpec>>,
     pub settings: Option<Resource<SettingsSpec>>,
 }
 
@@ -66,6 +67,8 @@ impl Config {
         self.service_entries.extend(other.service_entries);
         self.request_authentications
             .extend(other.request_authentications);
+        self.authorization_policies
+            .extend(other.authorization_policies);
         if self.settings.is_none() {
             self.settings = other.settings;
         }
@@ -243,6 +246,7 @@ const KINDS: &[(&str, &[&str])] = &[
     ("VirtualService", NETWORKING),
     ("ServiceEntry", NETWORKING),
     ("RequestAuthentication", SECURITY),
+    ("AuthorizationPolicy", SECURITY),
     ("Settings", CLAIMGATE),
 ];
 
@@ -317,6 +321,20 @@ fn parse_document(
             config
                 .request_authentications
                 .push(resource(source, api_version, metadata, spec)?)
+        }
+        // `spec: {}` is a valid policy (ALLOW nothing), so not `resource()`.
+        "AuthorizationPolicy" => {
+            let spec = if spec.is_null() {
+                AuthorizationPolicySpec::default()
+            } else {
+                typed(source, "spec", spec)?
+            };
+            config.authorization_policies.push(Resource {
+                source: source.clone(),
+                api_version,
+                metadata,
+                spec,
+            })
         }
         "Settings" => {
             if let Some(first) = &config.settings {

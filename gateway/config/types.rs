@@ -245,6 +245,103 @@ pub struct JwtHeader {
     pub prefix: Option<String>,
 }
 
+// ----------------------------------------------------- AuthorizationPolicy
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationPolicySpec {
+    #[serde(default)]
+    pub selector: Option<WorkloadSelector>,
+    /// `ALLOW` (default), `DENY`, `AUDIT`; `CUSTOM` is refused.
+    #[serde(default)]
+    pub action: Option<String>,
+    /// Absent or empty: the policy matches no request.
+    #[serde(default)]
+    pub rules: Vec<AuthzRule>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthzRule {
+    #[serde(default)]
+    pub from: Vec<AuthzFrom>,
+    #[serde(default)]
+    pub to: Vec<AuthzTo>,
+    #[serde(default)]
+    pub when: Vec<AuthzCondition>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthzFrom {
+    pub source: AuthzSource,
+}
+
+/// `principals` and `namespaces` are read so that they can be refused with a
+/// reason (they are mTLS peer identities, which an edge gateway's clients
+/// do not have) rather than as unknown fields.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthzSource {
+    #[serde(default)]
+    pub principals: Vec<String>,
+    #[serde(default)]
+    pub not_principals: Vec<String>,
+    #[serde(default)]
+    pub request_principals: Vec<String>,
+    #[serde(default)]
+    pub not_request_principals: Vec<String>,
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    #[serde(default)]
+    pub not_namespaces: Vec<String>,
+    #[serde(default)]
+    pub ip_blocks: Vec<String>,
+    #[serde(default)]
+    pub not_ip_blocks: Vec<String>,
+    #[serde(default)]
+    pub remote_ip_blocks: Vec<String>,
+    #[serde(default)]
+    pub not_remote_ip_blocks: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthzTo {
+    pub operation: AuthzOperation,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthzOperation {
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub not_hosts: Vec<String>,
+    #[serde(default)]
+    pub ports: Vec<String>,
+    #[serde(default)]
+    pub not_ports: Vec<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub not_methods: Vec<String>,
+    #[serde(default)]
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub not_paths: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthzCondition {
+    pub key: String,
+    #[serde(default)]
+    pub values: Vec<String>,
+    #[serde(default)]
+    pub not_values: Vec<String>,
+}
+
 // ---------------------------------------------------------------- Settings
 
 /// `kind: Settings`, `apiVersion: claimgate/v1`: process settings. Every
@@ -266,6 +363,10 @@ pub struct SettingsSpec {
     pub jwt_cache_size: usize,
     /// Largest token looked at, in bytes; a larger one is refused. Default 8192.
     pub max_token_bytes: usize,
+    /// Proxies in front of the gateway whose `X-Forwarded-For` entries are
+    /// trusted when finding the client address for `remoteIpBlocks` and
+    /// `remote.ip` (Envoy's `xff_num_trusted_hops`). Default 0: the TCP peer.
+    pub trusted_proxies: usize,
 }
 
 impl Default for SettingsSpec {
@@ -278,6 +379,7 @@ impl Default for SettingsSpec {
             upstream_connect_timeout: "5s".to_string(),
             jwt_cache_size: 10_000,
             max_token_bytes: 8192,
+            trusted_proxies: 0,
         }
     }
 }

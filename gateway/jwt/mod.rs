@@ -67,6 +67,8 @@ impl Validation {
 pub struct VerifiedToken {
     pub issuer: String,
     pub subject: String,
+    /// `iss/sub`, Istio's request principal.
+    pub principal: String,
     pub claims: Map<String, Value>,
     pub exp: Option<u64>,
     pub nbf: Option<u64>,
@@ -74,13 +76,6 @@ pub struct VerifiedToken {
     /// The key set that verified it: when the issuer's set changes, the
     /// cached verification no longer counts.
     pub keys: Arc<KeySet>,
-}
-
-impl VerifiedToken {
-    /// `iss/sub`, Istio's request principal.
-    pub fn principal(&self) -> String {
-        format!("{}/{}", self.issuer, self.subject)
-    }
 }
 
 /// Checks an already-parsed token whose issuer picked `validation` and
@@ -101,9 +96,12 @@ pub fn validate(
         token.signing_input,
         &token.signature,
     )?;
+    let issuer = claims.iss.unwrap_or_default();
+    let subject = claims.sub.unwrap_or_default();
     Ok(VerifiedToken {
-        issuer: claims.iss.unwrap_or_default(),
-        subject: claims.sub.unwrap_or_default(),
+        principal: format!("{issuer}/{subject}"),
+        issuer,
+        subject,
         claims: claims.all,
         exp: claims.exp,
         nbf: claims.nbf,

@@ -16,6 +16,7 @@ use pingora::{Error, ErrorType, Result};
 
 pub use reject::{Rejection, NO_HEALTHY_UPSTREAM};
 
+use crate::authz::{remote_ip, AuthzRequest, Decision};
 use crate::jwt::authn::{strip_cookie, strip_query_param};
 use crate::jwt::{Authenticated, TokenLocation};
 use crate::routing::{host_without_port, RequestView};
@@ -25,12 +26,21 @@ use crate::snapshot::Snapshot;
 pub struct Gateway {
     /// The listening address this instance serves, as in the snapshot.
     listener: String,
+    /// Its port, for `to.operation.ports` and `destination.port`.
+    port: u16,
     state: Arc<ArcSwap<Snapshot>>,
 }
 
 impl Gateway {
     pub fn new(listener: String, state: Arc<ArcSwap<Snapshot>>) -> Gateway {
-        Gateway { listener, state }
+        let port = listener
+            .parse::<std::net::SocketAddr>()
+            .map_or(0, |a| a.port());
+        Gateway {
+            listener,
+            port,
+            state,
+        }
     }
 }
 
@@ -39,6 +49,8 @@ pub struct RequestCtx {
     /// The snapshot this request started with; kept to its end.
     snap: Arc<Snapshot>,
     authn: Option<Authenticated>,
+    /// The AuthorizationPolicy decision, when there are policies.
+    decision: Option<Decision>,
     /// Index of the chosen cluster.
     cluster: Option<usize>,
     /// The route that matched, for logs.
@@ -135,6 +147,7 @@ impl ProxyHttp for Gateway {
         RequestCtx {
             snap: self.state.load_full(),
             authn: None,
+            decision: None,
             cluster: None,
             route: None,
             rejection: None,
@@ -159,12 +172,41 @@ impl ProxyHttp for Gateway {
         } else {
             Cow::Borrowed(host)
         };
+        let claims = ctx.authn.as_ref().map(|a| ctx.snap.authn.claims(a));
+
+        if !ctx.snap.authz.is_empty() {
+            let peer = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip());
+            let decision = ctx.snap.authz.authorize(&AuthzRequest {
+                method: req.method.as_str(),
+                path: req.uri.path(),
+                host: &host,
+                port: self.port,
+                headers: &req.headers,
+                source_ip: peer,
+                remote_ip: remote_ip(&req.headers, peer, ctx.snap.trusted_proxies),
+                principal: ctx.authn.as_ref().map(|a| a.token.principal.as_str()),
+                audiences: ctx.authn.as_ref().map_or(&[], |a| a.token.aud.as_slice()),
+                claims,
+            });
+            for policy in &decision.audited {
+                tracing::info!(policy = %policy, method = %req.method, path = req.uri.path(), "AUDIT policy matched");
+            }
+            let allowed = decision.allowed;
+            ctx.decision = Some(decision);
+            if !allowed {
+                return self.reject(session, ctx, Rejection::Denied).await;
+            }
+        }
+
         let view = RequestView {
             method: req.method.as_str(),
             path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
             authority: &host,
             headers: &req.headers,
-            claims: ctx.authn.as_ref().map(|a| ctx.snap.authn.claims(a)),
+            claims,
         };
         let route = ctx
             .snap
@@ -215,6 +257,12 @@ impl ProxyHttp for Gateway {
             strip_token(upstream, &authn.locations()[verified.location])?;
         }
         Ok(())
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(decision) = &ctx.decision {
+            ctx.snap.authz.record(decision);
+        }
     }
 
     async fn fail_to_proxy(

@@ -13,6 +13,8 @@ use crate::jwt::JwtError;
 pub enum Rejection {
     /// Authentication failed (401, or 403 for an audience mismatch).
     Jwt(JwtError),
+    /// An AuthorizationPolicy denied the request (or none allowed it).
+    Denied,
     /// No route of the virtual host matched.
     NoRoute,
     /// The cluster had no endpoint to offer.
@@ -31,6 +33,7 @@ impl Rejection {
     pub fn status(self) -> u16 {
         match self {
             Rejection::Jwt(e) => e.status(),
+            Rejection::Denied => 403,
             Rejection::NoRoute => 404,
             Rejection::NoHealthyUpstream
             | Rejection::ConnectFailure
@@ -43,6 +46,7 @@ impl Rejection {
     pub fn body(self) -> &'static str {
         match self {
             Rejection::Jwt(e) => e.message(),
+            Rejection::Denied => "RBAC: access denied",
             Rejection::NoRoute => "",
             Rejection::NoHealthyUpstream => "no healthy upstream",
             Rejection::ConnectFailure => {
@@ -62,6 +66,7 @@ impl Rejection {
     pub fn reason(self) -> &'static str {
         match self {
             Rejection::Jwt(e) => e.reason(),
+            Rejection::Denied => "authz_denied",
             Rejection::NoRoute => "no_route",
             Rejection::NoHealthyUpstream => "no_healthy_upstream",
             Rejection::ConnectFailure => "upstream_connect_failure",

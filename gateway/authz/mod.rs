@@ -1,0 +1,624 @@
+//! AuthorizationPolicy: compiled once, evaluated as Istio evaluates it.
+//! Any matching DENY denies; otherwise, when there are ALLOW policies, one
+//! must match; with none, the request is allowed. AUDIT policies never
+//! change the decision; they are only reported.
+
+mod ip;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName};
+use prometheus::IntCounter;
+
+pub use ip::Cidr;
+
+use crate::config::{
+    AuthorizationPolicySpec, AuthzCondition, AuthzOperation, AuthzSource, ConfigError, Resource,
+};
+use crate::jwt::claims::{ClaimPath, ClaimView};
+
+/// What a policy looks at in a request.
+pub struct AuthzRequest<'r> {
+    pub method: &'r str,
+    /// The path without the query string.
+    pub path: &'r str,
+    /// `Host` without its port, lower case.
+    pub host: &'r str,
+    /// The listener port the request arrived on.
+    pub port: u16,
+    pub headers: &'r HeaderMap,
+    /// The TCP peer.
+    pub source_ip: Option<IpAddr>,
+    /// The client as trusted `X-Forwarded-For` entries tell it (else the peer).
+    pub remote_ip: Option<IpAddr>,
+    /// `iss/sub` of the verified token.
+    pub principal: Option<&'r str>,
+    pub audiences: &'r [String],
+    pub claims: Option<ClaimView<'r>>,
+}
+
+/// Istio's value patterns: exact, `prefix*`, `*suffix`, and `*` (present).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pattern {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    Any,
+}
+
+impl Pattern {
+    pub fn parse(text: &str) -> Result<Pattern, String> {
+        let pattern = if text == "*" {
+            Pattern::Any
+        } else if let Some(prefix) = text.strip_suffix('*') {
+            Pattern::Prefix(prefix.to_string())
+        } else if let Some(suffix) = text.strip_prefix('*') {
+            Pattern::Suffix(suffix.to_string())
+        } else {
+            Pattern::Exact(text.to_string())
+        };
+        let inner = match &pattern {
+            Pattern::Exact(s) | Pattern::Prefix(s) | Pattern::Suffix(s) => s.as_str(),
+            Pattern::Any => "",
+        };
+        if inner.contains('*') {
+            return Err(format!(
+                "`{text}`: `*` is allowed only as a prefix or a suffix"
+            ));
+        }
+        Ok(pattern)
+    }
+
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Pattern::Exact(e) => value == e,
+            Pattern::Prefix(p) => value.starts_with(p.as_str()),
+            Pattern::Suffix(s) => value.ends_with(s.as_str()),
+            Pattern::Any => !value.is_empty(),
+        }
+    }
+
+    fn matches_ignore_case(&self, value: &str) -> bool {
+        let fold = |s: &str, v: &str| s.eq_ignore_ascii_case(v);
+        match self {
+            Pattern::Exact(e) => fold(e, value),
+            Pattern::Prefix(p) => value.get(..p.len()).is_some_and(|h| fold(p, h)),
+            Pattern::Suffix(s) => {
+                value.len() >= s.len()
+                    && value
+                        .get(value.len() - s.len()..)
+                        .is_some_and(|t| fold(s, t))
+            }
+            Pattern::Any => !value.is_empty(),
+        }
+    }
+}
+
+/// The attribute a check reads.
+#[derive(Debug, Clone)]
+enum Attr {
+    RequestPrincipal,
+    SourceIp,
+    RemoteIp,
+    Host,
+    Port,
+    Method,
+    Path,
+    Audience,
+    Presenter,
+    Claim(ClaimPath),
+    Header(HeaderName),
+}
+
+#[derive(Debug, Clone)]
+enum Values {
+    Patterns(Vec<Pattern>),
+    Blocks(Vec<Cidr>),
+    Ports(Vec<u16>),
+}
+
+/// One field of a rule: does any of its values match the attribute?
+/// `negate` for the `not*` forms and `notValues`.
+#[derive(Debug, Clone)]
+struct Check {
+    attr: Attr,
+    values: Values,
+    negate: bool,
+}
+
+impl Check {
+    fn holds(&self, req: &AuthzRequest<'_>) -> bool {
+        self.any_matches(req) != self.negate
+    }
+
+    fn any_matches(&self, req: &AuthzRequest<'_>) -> bool {
+        match (&self.attr, &self.values) {
+            (Attr::SourceIp, Values::Blocks(b)) => req
+                .source_ip
+                .is_some_and(|ip| b.iter().any(|c| c.contains(ip))),
+            (Attr::RemoteIp, Values::Blocks(b)) => req
+                .remote_ip
+                .is_some_and(|ip| b.iter().any(|c| c.contains(ip))),
+            (Attr::Port, Values::Ports(p)) => p.contains(&req.port),
+            (Attr::Host, Values::Patterns(p)) => p.iter().any(|p| p.matches_ignore_case(req.host)),
+            (Attr::Method, Values::Patterns(p)) => p.iter().any(|p| p.matches(req.method)),
+            (Attr::Path, Values::Patterns(p)) => p.iter().any(|p| p.matches(req.path)),
+            (Attr::RequestPrincipal, Values::Patterns(p)) => req
+                .principal
+                .is_some_and(|v| p.iter().any(|p| p.matches(v))),
+            (Attr::Audience, Values::Patterns(p)) => {
+                req.audiences.iter().any(|a| p.iter().any(|p| p.matches(a)))
+            }
+            (Attr::Presenter, Values::Patterns(p)) => req
+                .claims
+                .and_then(|c| c.claims.get("azp"))
+                .and_then(|v| v.as_str())
+                .is_some_and(|v| p.iter().any(|p| p.matches(v))),
+            (Attr::Claim(path), Values::Patterns(p)) => req
+                .claims
+                .is_some_and(|c| path.any_value(c, |v| p.iter().any(|p| p.matches(v)))),
+            (Attr::Header(name), Values::Patterns(p)) => req
+                .headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| p.iter().any(|p| p.matches(v))),
+            _ => false,
+        }
+    }
+}
+
+/// A rule: any of its sources, any of its operations, all of its conditions.
+#[derive(Debug, Clone, Default)]
+struct Rule {
+    from: Vec<Vec<Check>>,
+    to: Vec<Vec<Check>>,
+    when: Vec<Check>,
+}
+
+impl Rule {
+    fn matches(&self, req: &AuthzRequest<'_>) -> bool {
+        let all = |checks: &Vec<Check>| checks.iter().all(|c| c.holds(req));
+        (self.from.is_empty() || self.from.iter().any(all))
+            && (self.to.is_empty() || self.to.iter().any(all))
+            && self.when.iter().all(|c| c.holds(req))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Allow,
+    Deny,
+    Audit,
+}
+
+/// A compiled AuthorizationPolicy, with its metric counter.
+#[derive(Debug)]
+pub struct Policy {
+    /// `namespace/name`: bounded, from config.
+    pub name: Arc<str>,
+    pub action: Action,
+    rules: Vec<Rule>,
+    /// `claimgate_authz_decisions_total{policy, result}` for this policy's action.
+    counter: IntCounter,
+}
+
+impl Policy {
+    /// An empty rule list matches nothing; `rules: [{}]` matches everything.
+    fn matches(&self, req: &AuthzRequest<'_>) -> bool {
+        self.rules.iter().any(|r| r.matches(req))
+    }
+}
+
+/// The outcome for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// The policy that decided, when one did (a DENY that matched, or the
+    /// ALLOW that matched). A denial because no ALLOW matched has none.
+    pub policy: Option<Arc<str>>,
+    /// AUDIT policies that matched.
+    pub audited: Vec<Arc<str>>,
+}
+
+/// Every policy that applies to the gateway.
+#[derive(Debug, Default)]
+pub struct Authorizer {
+    deny: Vec<Policy>,
+    allow: Vec<Policy>,
+    audit: Vec<Policy>,
+    /// Denials because no ALLOW policy matched.
+    no_allow_matched: Option<IntCounter>,
+}
+
+impl Authorizer {
+    pub fn new(policies: Vec<Policy>) -> Authorizer {
+        let mut a = Authorizer::default();
+        for p in policies {
+            match p.action {
+                Action::Deny => a.deny.push(p),
+                Action::Allow => a.allow.push(p),
+                Action::Audit => a.audit.push(p),
+            }
+        }
+        if !a.allow.is_empty() {
+            a.no_allow_matched = Some(crate::metrics::get().authz_decision("", "deny"));
+        }
+        a
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.deny.is_empty() && self.allow.is_empty() && self.audit.is_empty()
+    }
+
+    pub fn authorize(&self, req: &AuthzRequest<'_>) -> Decision {
+        let audited: Vec<Arc<str>> = self
+            .audit
+            .iter()
+            .filter(|p| p.matches(req))
+            .map(|p| p.name.clone())
+            .collect();
+        if let Some(deny) = self.deny.iter().find(|p| p.matches(req)) {
+            return Decision {
+                allowed: false,
+                policy: Some(deny.name.clone()),
+                audited,
+            };
+        }
+        if self.allow.is_empty() {
+            return Decision {
+                allowed: true,
+                policy: None,
+                audited,
+            };
+        }
+        match self.allow.iter().find(|p| p.matches(req)) {
+            Some(allow) => Decision {
+                allowed: true,
+                policy: Some(allow.name.clone()),
+                audited,
+            },
+            None => Decision {
+                allowed: false,
+                policy: None,
+                audited,
+            },
+        }
+    }
+
+    /// Counts a decision (once per request, from the logging phase).
+    pub fn record(&self, decision: &Decision) {
+        for name in &decision.audited {
+            if let Some(p) = self.audit.iter().find(|p| p.name == *name) {
+                p.counter.inc();
+            }
+        }
+        match &decision.policy {
+            Some(name) => {
+                let list = if decision.allowed {
+                    &self.allow
+                } else {
+                    &self.deny
+                };
+                if let Some(p) = list.iter().find(|p| p.name == *name) {
+                    p.counter.inc();
+                }
+            }
+            None if !decision.allowed => {
+                if let Some(c) = &self.no_allow_matched {
+                    c.inc();
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+/// Compiles one AuthorizationPolicy document, reporting every error.
+pub fn compile(resource: &Resource<AuthorizationPolicySpec>) -> Result<Policy, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let source = &resource.source;
+    let mut error =
+        |path: String, message: String| errors.push(ConfigError::new(source, path, message));
+    let action = match resource.spec.action.as_deref().unwrap_or("ALLOW") {
+        "ALLOW" => Action::Allow,
+        "DENY" => Action::Deny,
+        "AUDIT" => Action::Audit,
+        "CUSTOM" => {
+            error(
+                "spec.action".into(),
+                "CUSTOM (external authorization) is not supported".into(),
+            );
+            Action::Deny
+        }
+        other => {
+            error(
+                "spec.action".into(),
+                format!("`{other}` is not one of ALLOW, DENY, AUDIT"),
+            );
+            Action::Deny
+        }
+    };
+    let mut rules = Vec::new();
+    for (i, rule) in resource.spec.rules.iter().enumerate() {
+        let at = format!("spec.rules[{i}]");
+        let mut compiled = Rule::default();
+        for (j, from) in rule.from.iter().enumerate() {
+            compiled.from.push(source_checks(
+                &from.source,
+                &format!("{at}.from[{j}].source"),
+                &mut error,
+            ));
+        }
+        for (j, to) in rule.to.iter().enumerate() {
+            compiled.to.push(operation_checks(
+                &to.operation,
+                &format!("{at}.to[{j}].operation"),
+                &mut error,
+            ));
+        }
+        for (j, cond) in rule.when.iter().enumerate() {
+            compiled.when.extend(condition_checks(
+                cond,
+                &format!("{at}.when[{j}]"),
+                &mut error,
+            ));
+        }
+        rules.push(compiled);
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let name: Arc<str> = resource.key().into();
+    let result = match action {
+        Action::Allow => "allow",
+        Action::Deny => "deny",
+        Action::Audit => "audit",
+    };
+    let counter = crate::metrics::get().authz_decision(&name, result);
+    Ok(Policy {
+        name,
+        action,
+        rules,
+        counter,
+    })
+}
+
+type Report<'e> = dyn FnMut(String, String) + 'e;
+
+fn patterns(values: &[String], path: &str, error: &mut Report<'_>) -> Values {
+    let mut out = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        match Pattern::parse(v) {
+            Ok(p) => out.push(p),
+            Err(e) => error(format!("{path}[{i}]"), e),
+        }
+    }
+    Values::Patterns(out)
+}
+
+fn blocks(values: &[String], path: &str, error: &mut Report<'_>) -> Values {
+    let mut out = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        match Cidr::parse(v) {
+            Ok(c) => out.push(c),
+            Err(e) => error(format!("{path}[{i}]"), e),
+        }
+    }
+    Values::Blocks(out)
+}
+
+fn ports(values: &[String], path: &str, error: &mut Report<'_>) -> Values {
+    let mut out = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        match v.parse::<u16>() {
+            Ok(p) => out.push(p),
+            Err(_) => error(
+                format!("{path}[{i}]"),
+                format!("`{v}` is not a port number"),
+            ),
+        }
+    }
+    Values::Ports(out)
+}
+
+/// Adds a check for each non-empty field.
+fn push(
+    checks: &mut Vec<Check>,
+    attr: Attr,
+    values: &[String],
+    negate: bool,
+    make: impl FnOnce() -> Values,
+) {
+    if !values.is_empty() {
+        checks.push(Check {
+            attr,
+            values: make(),
+            negate,
+        });
+    }
+}
+
+fn source_checks(s: &AuthzSource, path: &str, error: &mut Report<'_>) -> Vec<Check> {
+    for (field, values) in [
+        ("principals", &s.principals),
+        ("notPrincipals", &s.not_principals),
+        ("namespaces", &s.namespaces),
+        ("notNamespaces", &s.not_namespaces),
+    ] {
+        if !values.is_empty() {
+            error(
+                format!("{path}.{field}"),
+                "is an mTLS peer identity, which clients of an edge gateway do not have: use requestPrincipals".into(),
+            );
+        }
+    }
+    let mut c = Vec::new();
+    let p = |f: &str| format!("{path}.{f}");
+    push(
+        &mut c,
+        Attr::RequestPrincipal,
+        &s.request_principals,
+        false,
+        || patterns(&s.request_principals, &p("requestPrincipals"), error),
+    );
+    push(
+        &mut c,
+        Attr::RequestPrincipal,
+        &s.not_request_principals,
+        true,
+        || patterns(&s.not_request_principals, &p("notRequestPrincipals"), error),
+    );
+    push(&mut c, Attr::SourceIp, &s.ip_blocks, false, || {
+        blocks(&s.ip_blocks, &p("ipBlocks"), error)
+    });
+    push(&mut c, Attr::SourceIp, &s.not_ip_blocks, true, || {
+        blocks(&s.not_ip_blocks, &p("notIpBlocks"), error)
+    });
+    push(&mut c, Attr::RemoteIp, &s.remote_ip_blocks, false, || {
+        blocks(&s.remote_ip_blocks, &p("remoteIpBlocks"), error)
+    });
+    push(
+        &mut c,
+        Attr::RemoteIp,
+        &s.not_remote_ip_blocks,
+        true,
+        || blocks(&s.not_remote_ip_blocks, &p("notRemoteIpBlocks"), error),
+    );
+    c
+}
+
+fn operation_checks(o: &AuthzOperation, path: &str, error: &mut Report<'_>) -> Vec<Check> {
+    for (field, values) in [("paths", &o.paths), ("notPaths", &o.not_paths)] {
+        if let Some(i) = values.iter().position(|v| v.contains('{')) {
+            error(
+                format!("{path}.{field}[{i}]"),
+                "path templates ({*}, {**}) are not supported".into(),
+            );
+        }
+    }
+    let mut c = Vec::new();
+    let p = |f: &str| format!("{path}.{f}");
+    push(&mut c, Attr::Host, &o.hosts, false, || {
+        patterns(&o.hosts, &p("hosts"), error)
+    });
+    push(&mut c, Attr::Host, &o.not_hosts, true, || {
+        patterns(&o.not_hosts, &p("notHosts"), error)
+    });
+    push(&mut c, Attr::Port, &o.ports, false, || {
+        ports(&o.ports, &p("ports"), error)
+    });
+    push(&mut c, Attr::Port, &o.not_ports, true, || {
+        ports(&o.not_ports, &p("notPorts"), error)
+    });
+    push(&mut c, Attr::Method, &o.methods, false, || {
+        patterns(&o.methods, &p("methods"), error)
+    });
+    push(&mut c, Attr::Method, &o.not_methods, true, || {
+        patterns(&o.not_methods, &p("notMethods"), error)
+    });
+    push(&mut c, Attr::Path, &o.paths, false, || {
+        patterns(&o.paths, &p("paths"), error)
+    });
+    push(&mut c, Attr::Path, &o.not_paths, true, || {
+        patterns(&o.not_paths, &p("notPaths"), error)
+    });
+    c
+}
+
+/// The `when` keys we evaluate. Istio ignores a key it does not know on
+/// some proxies; we refuse it, because ignoring a condition widens access.
+fn condition_attr(key: &str) -> Result<Attr, String> {
+    let bracketed = |prefix: &str| {
+        key.strip_prefix(prefix)
+            .filter(|rest| rest.len() > 2 && rest.starts_with('[') && rest.ends_with(']'))
+    };
+    Ok(match key {
+        "request.auth.principal" => Attr::RequestPrincipal,
+        "request.auth.audiences" => Attr::Audience,
+        "request.auth.presenter" => Attr::Presenter,
+        "source.ip" => Attr::SourceIp,
+        "remote.ip" => Attr::RemoteIp,
+        "destination.port" => Attr::Port,
+        _ => {
+            if let Some(rest) = bracketed("request.auth.claims") {
+                let path = ClaimPath::from_header_name(&format!("@request.auth.claims{rest}"))
+                    .unwrap_or_else(|| Err("not a claim".into()))?;
+                Attr::Claim(path)
+            } else if let Some(rest) = bracketed("request.headers") {
+                let name = &rest[1..rest.len() - 1];
+                Attr::Header(
+                    HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+                        .map_err(|_| format!("`{name}` is not a valid header name"))?,
+                )
+            } else {
+                return Err(format!(
+                    "`{key}` is not supported (request.auth.principal, request.auth.audiences, request.auth.presenter, \
+                     request.auth.claims[name], request.headers[name], source.ip, remote.ip, destination.port)"
+                ));
+            }
+        }
+    })
+}
+
+fn condition_checks(cond: &AuthzCondition, path: &str, error: &mut Report<'_>) -> Vec<Check> {
+    let attr = match condition_attr(&cond.key) {
+        Ok(attr) => attr,
+        Err(e) => {
+            error(format!("{path}.key"), e);
+            return Vec::new();
+        }
+    };
+    if cond.values.is_empty() && cond.not_values.is_empty() {
+        error(path.to_string(), "set values or notValues".into());
+    }
+    let parse = |values: &[String], at: &str, error: &mut Report<'_>| match attr {
+        Attr::SourceIp | Attr::RemoteIp => blocks(values, at, error),
+        Attr::Port => ports(values, at, error),
+        _ => patterns(values, at, error),
+    };
+    let mut c = Vec::new();
+    if !cond.values.is_empty() {
+        let values = parse(&cond.values, &format!("{path}.values"), error);
+        c.push(Check {
+            attr: attr.clone(),
+            values,
+            negate: false,
+        });
+    }
+    if !cond.not_values.is_empty() {
+        let values = parse(&cond.not_values, &format!("{path}.notValues"), error);
+        c.push(Check {
+            attr,
+            values,
+            negate: true,
+        });
+    }
+    c
+}
+
+/// The client address for `remote.ip`: with `trusted` proxies in front,
+/// the entry that many hops from the right of `X-Forwarded-For` (the peer
+/// counting as the last hop); the peer itself when `trusted` is 0 or the
+/// header is shorter than that.
+pub fn remote_ip(headers: &HeaderMap, peer: Option<IpAddr>, trusted: usize) -> Option<IpAddr> {
+    if trusted == 0 {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    // hops ++ [peer]: the client is `trusted` entries left of the end.
+    if trusted > hops.len() {
+        return peer;
+    }
+    hops[hops.len() - trusted].parse().ok().or(peer)
+}
+
+#[cfg(test)]
+mod tests;
