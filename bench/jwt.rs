@@ -16,16 +16,22 @@ use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue};
 use ring::rand::SystemRandom;
-use ring::signature::{EcdsaKeyPair, KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, RSA_PKCS1_SHA256};
+use ring::signature::{
+    EcdsaKeyPair, KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, RSA_PKCS1_SHA256,
+};
 use serde_json::{json, Value};
 
 use claimgate::jwt::authn::{Outputs, DEFAULT_MAX_TOKEN_BYTES};
 use claimgate::jwt::claims::{ClaimPath, ClaimView};
-use claimgate::jwt::{Algorithm, Authenticator, KeySet, KeySlot, Provider, TokenCache, TokenLocation, Validation};
+use claimgate::jwt::{
+    Algorithm, Authenticator, KeySet, KeySlot, Provider, TokenCache, TokenLocation, Validation,
+};
 use claimgate::routing::{Condition, HostTable, MatchRule, RequestView, Route, StringMatcher};
 
 fn fixture(path: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path)
 }
 
 fn b64(bytes: impl AsRef<[u8]>) -> String {
@@ -33,7 +39,8 @@ fn b64(bytes: impl AsRef<[u8]>) -> String {
 }
 
 fn verify_signatures(c: &mut Criterion) {
-    let vectors: Vec<Value> = serde_json::from_slice(&std::fs::read(fixture("rfc/vectors.json")).unwrap()).unwrap();
+    let vectors: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(fixture("rfc/vectors.json")).unwrap()).unwrap();
     let mut group = c.benchmark_group("verify");
     for v in &vectors {
         let name = v["name"].as_str().unwrap();
@@ -43,7 +50,10 @@ fn verify_signatures(c: &mut Criterion) {
         let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
         let alg = Algorithm::from_name(v["alg"].as_str().unwrap()).unwrap();
         group.bench_function(name, |b| {
-            b.iter(|| keys.verify(alg, None, black_box(input.as_bytes()), black_box(&sig)).unwrap())
+            b.iter(|| {
+                keys.verify(alg, None, black_box(input.as_bytes()), black_box(&sig))
+                    .unwrap()
+            })
         });
     }
     group.finish();
@@ -58,7 +68,8 @@ struct Signer {
 impl Signer {
     fn new() -> Signer {
         let rng = SystemRandom::new();
-        let rsa = RsaKeyPair::from_pkcs8(&std::fs::read(fixture("keys/rsa-2048.pk8")).unwrap()).unwrap();
+        let rsa =
+            RsaKeyPair::from_pkcs8(&std::fs::read(fixture("keys/rsa-2048.pk8")).unwrap()).unwrap();
         let ec = EcdsaKeyPair::from_pkcs8(
             &ECDSA_P256_SHA256_FIXED_SIGNING,
             &std::fs::read(fixture("keys/ec-p256.pk8")).unwrap(),
@@ -80,13 +91,23 @@ impl Signer {
 
     fn token(&self, alg: &str, claims: &Value) -> String {
         let kid = if alg == "RS256" { "rsa" } else { "ec" };
-        let input = format!("{}.{}", b64(json!({"alg": alg, "kid": kid}).to_string()), b64(claims.to_string()));
+        let input = format!(
+            "{}.{}",
+            b64(json!({"alg": alg, "kid": kid}).to_string()),
+            b64(claims.to_string())
+        );
         let sig = if alg == "RS256" {
             let mut sig = vec![0; self.rsa.public().modulus_len()];
-            self.rsa.sign(&RSA_PKCS1_SHA256, &self.rng, input.as_bytes(), &mut sig).unwrap();
+            self.rsa
+                .sign(&RSA_PKCS1_SHA256, &self.rng, input.as_bytes(), &mut sig)
+                .unwrap();
             sig
         } else {
-            self.ec.sign(&self.rng, input.as_bytes()).unwrap().as_ref().to_vec()
+            self.ec
+                .sign(&self.rng, input.as_bytes())
+                .unwrap()
+                .as_ref()
+                .to_vec()
         };
         format!("{input}.{}", b64(sig))
     }
@@ -103,8 +124,13 @@ fn authenticator(jwks: &str, cache_size: usize) -> Authenticator {
         forward_original_token: false,
         outputs: Outputs::default(),
         space_delimited: vec![],
+        refetch: None,
     };
-    Authenticator::new(vec![provider], Arc::new(TokenCache::new(cache_size)), DEFAULT_MAX_TOKEN_BYTES)
+    Authenticator::new(
+        vec![provider],
+        Arc::new(TokenCache::new(cache_size)),
+        DEFAULT_MAX_TOKEN_BYTES,
+    )
 }
 
 fn authenticate(c: &mut Criterion) {
@@ -118,16 +144,29 @@ fn authenticate(c: &mut Criterion) {
     for alg in ["RS256", "ES256"] {
         let token = signer.token(alg, &claims);
         let mut headers = HeaderMap::new();
-        headers.insert(http::header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
+        headers.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
 
         let uncached = authenticator(&jwks, 0);
         c.bench_function(&format!("authenticate/uncached/{alg}"), |b| {
-            b.iter(|| uncached.authenticate(black_box(&headers), None, now).unwrap().unwrap())
+            b.iter(|| {
+                uncached
+                    .authenticate(black_box(&headers), None, now)
+                    .unwrap()
+                    .unwrap()
+            })
         });
         let cached = authenticator(&jwks, 10_000);
         cached.authenticate(&headers, None, now).unwrap();
         c.bench_function(&format!("authenticate/cached/{alg}"), |b| {
-            b.iter(|| cached.authenticate(black_box(&headers), None, now).unwrap().unwrap())
+            b.iter(|| {
+                cached
+                    .authenticate(black_box(&headers), None, now)
+                    .unwrap()
+                    .unwrap()
+            })
         });
     }
 }
@@ -135,13 +174,28 @@ fn authenticate(c: &mut Criterion) {
 fn claim_lookup(c: &mut Criterion) {
     let claims = json!({"groups": ["a", "b", "c", "group1"], "team": {"name": "edge"}, "scope": "read write admin"});
     let claims = claims.as_object().unwrap();
-    let view = ClaimView { claims, space_delimited: &[] };
-    let list = ClaimPath::from_header_name("@request.auth.claims.groups").unwrap().unwrap();
-    let nested = ClaimPath::from_header_name("@request.auth.claims.team.name").unwrap().unwrap();
-    let spaced = ClaimPath::from_header_name("@request.auth.claims.scope").unwrap().unwrap();
-    c.bench_function("claims/list_last_element", |b| b.iter(|| list.any_value(black_box(view), |v| v == "group1")));
-    c.bench_function("claims/nested", |b| b.iter(|| nested.any_value(black_box(view), |v| v == "edge")));
-    c.bench_function("claims/space_delimited", |b| b.iter(|| spaced.any_value(black_box(view), |v| v == "admin")));
+    let view = ClaimView {
+        claims,
+        space_delimited: &[],
+    };
+    let list = ClaimPath::from_header_name("@request.auth.claims.groups")
+        .unwrap()
+        .unwrap();
+    let nested = ClaimPath::from_header_name("@request.auth.claims.team.name")
+        .unwrap()
+        .unwrap();
+    let spaced = ClaimPath::from_header_name("@request.auth.claims.scope")
+        .unwrap()
+        .unwrap();
+    c.bench_function("claims/list_last_element", |b| {
+        b.iter(|| list.any_value(black_box(view), |v| v == "group1"))
+    });
+    c.bench_function("claims/nested", |b| {
+        b.iter(|| nested.any_value(black_box(view), |v| v == "edge"))
+    });
+    c.bench_function("claims/space_delimited", |b| {
+        b.iter(|| spaced.any_value(black_box(view), |v| v == "admin"))
+    });
 }
 
 /// `n` routes on `*`, each `prefix: /svc-<i>` and a `groups` claim; the
@@ -159,9 +213,14 @@ fn route_select(c: &mut Criterion) {
                 matches: vec![MatchRule {
                     name: None,
                     conditions: vec![
-                        Condition::Uri { matcher: StringMatcher::Prefix(format!("/svc-{i}/")), ignore_case: false },
+                        Condition::Uri {
+                            matcher: StringMatcher::Prefix(format!("/svc-{i}/")),
+                            ignore_case: false,
+                        },
                         Condition::Claim(
-                            ClaimPath::from_header_name("@request.auth.claims.groups").unwrap().unwrap(),
+                            ClaimPath::from_header_name("@request.auth.claims.groups")
+                                .unwrap()
+                                .unwrap(),
                             StringMatcher::Exact("group1".into()),
                         ),
                     ],
@@ -177,7 +236,10 @@ fn route_select(c: &mut Criterion) {
                     path: black_box(&path),
                     authority: "api.example.com",
                     headers: &headers,
-                    claims: Some(ClaimView { claims, space_delimited: &[] }),
+                    claims: Some(ClaimView {
+                        claims,
+                        space_delimited: &[],
+                    }),
                 };
                 table.select(&req).map(|r| r.cluster)
             })
@@ -185,5 +247,11 @@ fn route_select(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, verify_signatures, authenticate, claim_lookup, route_select);
+criterion_group!(
+    benches,
+    verify_signatures,
+    authenticate,
+    claim_lookup,
+    route_select
+);
 criterion_main!(benches);

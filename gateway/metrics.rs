@@ -5,11 +5,28 @@
 
 use std::sync::OnceLock;
 
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 pub struct Metrics {
     pub registry: Registry,
     authz_decisions: IntCounterVec,
+    /// `claimgate_jwks_fetches_total{uri, result}`.
+    pub jwks_fetches: IntCounterVec,
+    /// `claimgate_jwks_keys{uri}`: usable keys in the set in force.
+    pub jwks_keys: IntGaugeVec,
+    /// `claimgate_jwks_last_success_timestamp_seconds{uri}`.
+    pub jwks_last_success: GaugeVec,
+    /// `claimgate_jwks_seconds_since_last_success{uri}`, set at scrape time.
+    pub jwks_age: GaugeVec,
+    /// `claimgate_jwks_unknown_kid_refetches_total{uri}`.
+    pub jwks_refetches: IntCounterVec,
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    registry
+        .register(Box::new(c.clone()))
+        .expect("each metric is registered once");
+    c
 }
 
 impl Metrics {
@@ -23,12 +40,65 @@ impl Metrics {
             &["policy", "result"],
         )
         .expect("a valid metric definition");
-        registry
-            .register(Box::new(authz_decisions.clone()))
-            .expect("registered once");
+        let authz_decisions = register(&registry, authz_decisions);
+        let uri = &["uri"];
+        let jwks_fetches = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("claimgate_jwks_fetches_total", "Key set fetches by jwksUri and result (ok, http_status, invalid_json, no_keys, no_valid_keys, too_large, timeout, connect, error)."),
+                &["uri", "result"],
+            )
+            .expect("a valid metric definition"),
+        );
+        let jwks_keys = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "claimgate_jwks_keys",
+                    "Usable keys in the key set in force, by jwksUri.",
+                ),
+                uri,
+            )
+            .expect("a valid metric definition"),
+        );
+        let jwks_last_success = register(
+            &registry,
+            GaugeVec::new(
+                Opts::new("claimgate_jwks_last_success_timestamp_seconds", "Unix time of the last successful fetch (or of the persisted set loaded at start), by jwksUri."),
+                uri,
+            )
+            .expect("a valid metric definition"),
+        );
+        let jwks_age = register(
+            &registry,
+            GaugeVec::new(
+                Opts::new(
+                    "claimgate_jwks_seconds_since_last_success",
+                    "Seconds since the key set in force was fetched, by jwksUri.",
+                ),
+                uri,
+            )
+            .expect("a valid metric definition"),
+        );
+        let jwks_refetches = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "claimgate_jwks_unknown_kid_refetches_total",
+                    "Fetches triggered by a token whose kid was not in the set, by jwksUri.",
+                ),
+                uri,
+            )
+            .expect("a valid metric definition"),
+        );
         Metrics {
             registry,
             authz_decisions,
+            jwks_fetches,
+            jwks_keys,
+            jwks_last_success,
+            jwks_age,
+            jwks_refetches,
         }
     }
 

@@ -26,7 +26,14 @@ pub enum StartError {
 /// Compiles `config` and serves it until the process is told to stop.
 pub fn run(config: Config) -> Result<(), StartError> {
     let settings = settings(&config)?;
-    let shared = Shared::new(&settings);
+    let shared = Shared::new(&settings).map_err(|e| {
+        let at = config.settings.as_ref().map(|s| s.source.clone());
+        ConfigErrors(vec![crate::config::ConfigError {
+            source: at,
+            path: "spec.jwksCaFile".into(),
+            message: e,
+        }])
+    })?;
     let snapshot = compile(&config, &shared)?;
     let listeners = snapshot.listener_addrs();
     let state = Arc::new(ArcSwap::from_pointee(snapshot));
@@ -58,7 +65,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     server.add_service(background_service(
         "jwks refresh",
-        JwksRefresher::new(shared.jwks.clone(), settings.jwks_refresh),
+        JwksRefresher::new(shared.jwks.clone()),
     ));
 
     tracing::info!(listeners = ?listeners, admin = %settings.admin, "claimgate serving");

@@ -64,7 +64,10 @@ spec:
             ("gateway.yaml", gateway_yaml(port)),
             ("authn.yaml", authn),
             ("vs.yaml", TASK_VIRTUAL_SERVICE.to_string()),
-            ("httpbin.yaml", service_entry_yaml("httpbin", "httpbin.foo.svc.cluster.local", httpbin)),
+            (
+                "httpbin.yaml",
+                service_entry_yaml("httpbin", "httpbin.foo.svc.cluster.local", httpbin),
+            ),
             ("policies.yaml", policies.to_string()),
         ],
     )
@@ -79,7 +82,9 @@ fn no_groups_token() -> String {
 }
 
 fn status_body(gw: &Gateway, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let r = raw_request(
         gw.port,
         &format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"),
@@ -114,8 +119,14 @@ fn istios_require_jwt_policy_gives_403_401_200_404() {
     assert_eq!(status_body(&gw, "GET", "/headers", None), denied());
     let invalid = status_body(&gw, "GET", "/headers", Some("some.invalid.token"));
     assert_eq!(invalid, (401, "Jwt header is an invalid JSON".to_string()));
-    assert_eq!(status_body(&gw, "GET", "/headers", Some(&groups_token())).0, 200);
-    assert_eq!(status_body(&gw, "GET", "/headers", Some(&no_groups_token())).0, 404);
+    assert_eq!(
+        status_body(&gw, "GET", "/headers", Some(&groups_token())).0,
+        200
+    );
+    assert_eq!(
+        status_body(&gw, "GET", "/headers", Some(&no_groups_token())).0,
+        404
+    );
 }
 
 #[test]
@@ -135,7 +146,10 @@ spec:
 "#,
     );
     assert_eq!(status_body(&gw, "GET", "/open", None), denied());
-    assert_eq!(status_body(&gw, "GET", "/open", Some(&no_groups_token())).0, 200);
+    assert_eq!(
+        status_body(&gw, "GET", "/open", Some(&no_groups_token())).0,
+        200
+    );
 }
 
 #[test]
@@ -171,11 +185,20 @@ spec:
 "#,
     );
     // The groups token carries group2: denied although the ALLOW matches.
-    assert_eq!(status_body(&gw, "GET", "/headers", Some(&groups_token())), denied());
+    assert_eq!(
+        status_body(&gw, "GET", "/headers", Some(&groups_token())),
+        denied()
+    );
     // demo.jwt has no group2: allowed, then routed (to /open).
-    assert_eq!(status_body(&gw, "GET", "/open", Some(&no_groups_token())).0, 200);
+    assert_eq!(
+        status_body(&gw, "GET", "/open", Some(&no_groups_token())).0,
+        200
+    );
     // notValues: demo.jwt has foo=bar, so it passes; groups-scope.jwt has no foo.
-    assert_eq!(status_body(&gw, "GET", "/open/foo-only", Some(&no_groups_token())).0, 200);
+    assert_eq!(
+        status_body(&gw, "GET", "/open/foo-only", Some(&no_groups_token())).0,
+        200
+    );
     // No token: no ALLOW matches.
     assert_eq!(status_body(&gw, "GET", "/open", None), denied());
 }
@@ -198,7 +221,10 @@ spec:
     assert_eq!(status_body(&gw, "GET", "/open/public/x", None).0, 200);
     assert_eq!(status_body(&gw, "POST", "/open/public/x", None), denied());
     assert_eq!(status_body(&gw, "GET", "/open/private", None), denied());
-    assert_eq!(status_body(&gw, "GET", "/open/public/secret", None), denied());
+    assert_eq!(
+        status_body(&gw, "GET", "/open/public/secret", None),
+        denied()
+    );
 }
 
 #[test]
@@ -223,9 +249,16 @@ spec:
   - from: [{source: {ipBlocks: ["10.0.0.0/8", "192.168.0.0/16"]}}]
 "#,
     );
-    assert_eq!(status_body(&allow_elsewhere, "GET", "/open", None), denied());
+    assert_eq!(
+        status_body(&allow_elsewhere, "GET", "/open", None),
+        denied()
+    );
     // X-Forwarded-For is not trusted by default: it cannot claim an office address.
-    let r = get(allow_elsewhere.port, "/open", &["X-Forwarded-For: 10.1.2.3"]);
+    let r = get(
+        allow_elsewhere.port,
+        "/open",
+        &["X-Forwarded-For: 10.1.2.3"],
+    );
     assert_eq!(r.status, 403);
 }
 
@@ -250,14 +283,18 @@ spec:
 "#,
     );
     // Audited but allowed (then routed by claims as usual).
-    assert_eq!(status_body(&gw, "GET", "/headers", Some(&groups_token())).0, 200);
+    assert_eq!(
+        status_body(&gw, "GET", "/headers", Some(&groups_token())).0,
+        200
+    );
     assert_eq!(status_body(&gw, "GET", "/headers", None).0, 404);
     assert_eq!(status_body(&gw, "POST", "/open", None), denied());
     assert_eq!(status_body(&gw, "GET", "/open", None).0, 200);
 
     let metrics = get(gw.admin, "/metrics", &[]).body;
     let count = |policy: &str, result: &str| -> u64 {
-        let prefix = format!("claimgate_authz_decisions_total{{policy=\"{policy}\",result=\"{result}\"}} ");
+        let prefix =
+            format!("claimgate_authz_decisions_total{{policy=\"{policy}\",result=\"{result}\"}} ");
         metrics
             .lines()
             .find_map(|l| l.strip_prefix(&prefix))
@@ -290,14 +327,26 @@ spec:
 "#,
     )
     .unwrap();
-    let out = claimgate().arg("check").arg("--config").arg(dir.path()).output().unwrap();
+    let out = claimgate()
+        .arg("check")
+        .arg("--config")
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let file = dir.path().join("policies.yaml");
     let file = file.display();
     assert!(
-        stderr.contains(&format!("{file}: document 1: spec.action: CUSTOM (external authorization) is not supported")),
+        stderr.contains(&format!(
+            "{file}: document 1: spec.action: CUSTOM (external authorization) is not supported"
+        )),
         "{stderr}"
     );
-    assert!(stderr.contains(&format!("{file}: document 2: spec.rules[0].when[0].key: `experimental.envoy")), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{file}: document 2: spec.rules[0].when[0].key: `experimental.envoy"
+        )),
+        "{stderr}"
+    );
 }

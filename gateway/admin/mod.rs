@@ -24,7 +24,10 @@ impl Admin {
         }
         match path {
             "/healthz" => (StatusCode::OK, "ok\n".into()),
-            "/metrics" => (StatusCode::OK, crate::metrics::get().render()),
+            "/metrics" => {
+                self.jwks.update_metrics();
+                (StatusCode::OK, crate::metrics::get().render())
+            }
             "/ready" => {
                 let waiting: Vec<String> = self
                     .jwks

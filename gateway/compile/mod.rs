@@ -19,8 +19,8 @@ use crate::config::{
     parse_duration, Config, ConfigError, ConfigErrors, GatewaySpec, HttpRoute, JwtRule, Resource,
     ServiceEntrySpec, Source, StringMatch, VirtualServiceSpec,
 };
-use crate::jwks::JwksRegistry;
-use crate::jwt::authn::Outputs;
+use crate::jwks::{JwksConfig, JwksRegistry};
+use crate::jwt::authn::{KeyRefetch, Outputs};
 use crate::jwt::{Authenticator, KeySet, Provider, TokenCache, TokenLocation, Validation};
 use crate::routing::{ClaimPath, Condition, HostTable, MatchRule, Route, StringMatcher};
 use crate::snapshot::Snapshot;
@@ -32,7 +32,7 @@ pub struct Settings {
     pub admin: SocketAddr,
     pub threads: usize,
     pub clock_skew: u64,
-    pub jwks_refresh: Duration,
+    pub jwks: JwksConfig,
     pub upstream_connect_timeout: Duration,
     pub jwt_cache_size: usize,
     pub max_token_bytes: usize,
@@ -48,11 +48,11 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(settings: &Settings) -> Shared {
-        Shared {
-            jwks: Arc::default(),
+    pub fn new(settings: &Settings) -> Result<Shared, String> {
+        Ok(Shared {
+            jwks: Arc::new(JwksRegistry::new(settings.jwks.clone())?),
             tokens: Arc::new(TokenCache::new(settings.jwt_cache_size)),
-        }
+        })
     }
 }
 
@@ -83,6 +83,7 @@ pub fn settings(config: &Config) -> Result<Settings, ConfigErrors> {
         }
     };
     let jwks_refresh = duration("jwksRefreshInterval", &spec.jwks_refresh_interval);
+    let refetch_cooldown = duration("jwksRefetchCooldown", &spec.jwks_refetch_cooldown);
     let upstream_connect_timeout =
         duration("upstreamConnectTimeout", &spec.upstream_connect_timeout);
     let admin = spec.admin.parse().unwrap_or_else(|_| {
@@ -112,7 +113,12 @@ pub fn settings(config: &Config) -> Result<Settings, ConfigErrors> {
             admin,
             threads: spec.threads,
             clock_skew: spec.clock_skew_seconds,
-            jwks_refresh,
+            jwks: JwksConfig {
+                refresh: jwks_refresh,
+                refetch_cooldown,
+                cache_dir: spec.jwks_cache_dir.as_ref().map(Into::into),
+                ca_file: spec.jwks_ca_file.as_ref().map(Into::into),
+            },
             upstream_connect_timeout,
             jwt_cache_size: spec.jwt_cache_size,
             max_token_bytes: spec.max_token_bytes,
@@ -672,6 +678,7 @@ impl Compiler {
                 DEFAULT_JWKS_TIMEOUT
             }
         };
+        let mut refetch = None;
         let keys = match (&rule.jwks, &rule.jwks_uri) {
             (Some(_), Some(_)) => {
                 self.error(source, path, "set one of jwks and jwksUri, not both");
@@ -690,7 +697,9 @@ impl Compiler {
             },
             (None, Some(uri)) => {
                 if uri.starts_with("http://") || uri.starts_with("https://") {
-                    Some(jwks.source(uri, timeout).slot.clone())
+                    let source = jwks.source(uri, timeout);
+                    refetch = Some(source.clone() as Arc<dyn KeyRefetch>);
+                    Some(source.slot.clone())
                 } else {
                     self.error(
                         source,
@@ -767,6 +776,7 @@ impl Compiler {
             forward_original_token: rule.forward_original_token,
             outputs,
             space_delimited: rule.space_delimited_claims.clone(),
+            refetch,
         })
     }
 }

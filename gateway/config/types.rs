@@ -367,6 +367,16 @@ pub struct SettingsSpec {
     /// trusted when finding the client address for `remoteIpBlocks` and
     /// `remote.ip` (Envoy's `xff_num_trusted_hops`). Default 0: the TCP peer.
     pub trusted_proxies: usize,
+    /// A token with a `kid` not in its issuer's set triggers at most one
+    /// refetch of that `jwksUri` per this interval (Istio duration). Default `10s`.
+    pub jwks_refetch_cooldown: String,
+    /// Where each last good remote key set is persisted and read back at
+    /// start, so a restart during an identity-provider outage still
+    /// validates tokens. Default: not persisted.
+    pub jwks_cache_dir: Option<String>,
+    /// A PEM file of CA certificates trusted for `https://` jwksUri, in
+    /// addition to the system roots.
+    pub jwks_ca_file: Option<String>,
 }
 
 impl Default for SettingsSpec {
@@ -380,6 +390,9 @@ impl Default for SettingsSpec {
             jwt_cache_size: 10_000,
             max_token_bytes: 8192,
             trusted_proxies: 0,
+            jwks_refetch_cooldown: "10s".to_string(),
+            jwks_cache_dir: None,
+            jwks_ca_file: None,
         }
     }
 }

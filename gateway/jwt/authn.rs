@@ -15,6 +15,14 @@ use super::{parse, validate, JwtError, KeySet, TokenCache, Validation, VerifiedT
 /// Empty until the first successful fetch.
 pub type KeySlot = Arc<ArcSwapOption<KeySet>>;
 
+/// A remote key set that can be fetched again on demand, when a token names
+/// a `kid` it does not have (key rotation at the identity provider).
+#[async_trait::async_trait]
+pub trait KeyRefetch: Send + Sync {
+    /// `true` when a newer key set is in force afterwards.
+    async fn refetch_unknown_kid(&self) -> bool;
+}
+
 /// The default largest token we look at, in bytes.
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
 
@@ -64,6 +72,14 @@ pub struct Provider {
     pub outputs: Outputs,
     /// `spaceDelimitedClaims` (besides `scope` and `permission`).
     pub space_delimited: Vec<String>,
+    /// For a `jwksUri`: fetches the set again when a `kid` is unknown.
+    pub refetch: Option<Arc<dyn KeyRefetch>>,
+}
+
+impl std::fmt::Debug for dyn KeyRefetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyRefetch")
+    }
 }
 
 /// A request's verified token, the rule that accepted it and where it was.
@@ -151,28 +167,66 @@ impl Authenticator {
         query: Option<&str>,
         now: u64,
     ) -> Result<Option<Authenticated>, JwtError> {
-        let Some((token, location)) = self.find_token(headers, query)? else {
+        self.attempt(headers, query, now).map_err(|(e, _)| e)
+    }
+
+    /// `authenticate`, and when the token's `kid` is not in a remote key set,
+    /// one refetch of that set (single-flight, rate-limited by the source)
+    /// and one more attempt: a key rotated in at the identity provider is
+    /// honoured on its first use.
+    pub async fn authenticate_or_refetch(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        now: u64,
+    ) -> Result<Option<Authenticated>, JwtError> {
+        match self.attempt(headers, query, now) {
+            Err((JwtError::KidAlgMismatch, Some(provider))) => {
+                let Some(refetch) = &self.providers[provider].refetch else {
+                    return Err(JwtError::KidAlgMismatch);
+                };
+                if refetch.refetch_unknown_kid().await {
+                    self.authenticate(headers, query, now)
+                } else {
+                    Err(JwtError::KidAlgMismatch)
+                }
+            }
+            other => other.map_err(|(e, _)| e),
+        }
+    }
+
+    /// The error carries the rule that was chosen, when one was.
+    fn attempt(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        now: u64,
+    ) -> Result<Option<Authenticated>, (JwtError, Option<usize>)> {
+        let Some((token, location)) = self.find_token(headers, query).map_err(|e| (e, None))?
+        else {
             return Ok(None);
         };
         if token.len() > self.max_token_bytes {
-            return Err(JwtError::TooLarge);
+            return Err((JwtError::TooLarge, None));
         }
-        if let Some(hit) = self.cached(token, location, now)? {
+        if let Some(hit) = self.cached(token, location, now).map_err(|e| (e, None))? {
             return Ok(Some(hit));
         }
 
-        let parsed = parse(token)?;
+        let parsed = parse(token).map_err(|e| (e, None))?;
         let issuer = parsed
             .claims
             .iss
             .as_deref()
-            .ok_or(JwtError::UnknownIssuer)?;
+            .ok_or((JwtError::UnknownIssuer, None))?;
         let provider = self
             .provider_for(issuer, location)
-            .ok_or(JwtError::UnknownIssuer)?;
+            .ok_or((JwtError::UnknownIssuer, None))?;
         let rule = &self.providers[provider];
         let keys = rule.keys.load();
-        let verified = Arc::new(validate(parsed, keys.as_ref(), &rule.validation, now)?);
+        let verified = validate(parsed, keys.as_ref(), &rule.validation, now)
+            .map_err(|e| (e, Some(provider)))?;
+        let verified = Arc::new(verified);
         self.cache.insert(token, verified.clone());
         Ok(Some(Authenticated {
             token: verified,
@@ -364,6 +418,7 @@ mod tests {
             forward_original_token: false,
             outputs: Outputs::default(),
             space_delimited: vec![],
+            refetch: None,
         }
     }
 

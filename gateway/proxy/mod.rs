@@ -156,11 +156,12 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
-        match ctx
+        let now = unix_now();
+        let authn = ctx
             .snap
             .authn
-            .authenticate(&req.headers, req.uri.query(), unix_now())
-        {
+            .authenticate_or_refetch(&req.headers, req.uri.query(), now);
+        match authn.await {
             Ok(authn) => ctx.authn = authn,
             Err(e) => return self.reject(session, ctx, Rejection::Jwt(e)).await,
         }

@@ -20,6 +20,8 @@ use serde_json::{json, Value};
 
 pub use claimgate::origin::Origin;
 
+pub mod jwks_server;
+
 pub const ISTIO_ISSUER: &str = "testing@secure.istio.io";
 pub const TEST_ISSUER: &str = "https://issuer.claimgate.test";
 
@@ -61,6 +63,15 @@ pub fn echo_origin(name: &str) -> SocketAddr {
         },
     )
     .unwrap()
+}
+
+/// Polls `check` every 25 ms until it holds; panics after `limit`.
+pub fn eventually(limit: Duration, what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
 }
 
 /// Starts a JWKS server (also an echo origin) serving `jwks` at `/jwks.json`.
@@ -223,8 +234,14 @@ spec:
 
 /// The Settings document of a test gateway; `extra` adds `spec` lines.
 pub fn settings_yaml(admin: u16, extra: &str) -> String {
+    // A long refresh by default, so tests count fetches exactly; a test may set its own.
+    let refresh = if extra.contains("jwksRefreshInterval") {
+        ""
+    } else {
+        "  jwksRefreshInterval: 1m\n"
+    };
     format!(
-        "apiVersion: claimgate/v1\nkind: Settings\nmetadata:\n  name: settings\nspec:\n  admin: 127.0.0.1:{admin}\n  jwksRefreshInterval: 1m\n{extra}"
+        "apiVersion: claimgate/v1\nkind: Settings\nmetadata:\n  name: settings\nspec:\n  admin: 127.0.0.1:{admin}\n{refresh}{extra}"
     )
 }
 
@@ -271,6 +288,30 @@ impl Gateway {
         files: &[(N, String)],
         settings: &str,
     ) -> Gateway {
+        let mut gateway = Gateway::spawn(port, files, settings);
+        gateway.wait_until(|g| {
+            raw_get(g.admin, "/ready").map(|r| r.status) == Some(200)
+                && TcpStream::connect(("127.0.0.1", g.port)).is_ok()
+        });
+        gateway
+    }
+
+    /// Starts without waiting for `/ready` (key sets may be unreachable):
+    /// waits only for the listener and `/healthz`.
+    pub fn start_unready<N: AsRef<str>>(
+        port: u16,
+        files: &[(N, String)],
+        settings: &str,
+    ) -> Gateway {
+        let mut gateway = Gateway::spawn(port, files, settings);
+        gateway.wait_until(|g| {
+            raw_get(g.admin, "/healthz").map(|r| r.status) == Some(200)
+                && TcpStream::connect(("127.0.0.1", g.port)).is_ok()
+        });
+        gateway
+    }
+
+    fn spawn<N: AsRef<str>>(port: u16, files: &[(N, String)], settings: &str) -> Gateway {
         let admin = free_port();
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config");
@@ -293,29 +334,25 @@ impl Gateway {
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut gateway = Gateway {
+        Gateway {
             child,
             port,
             admin,
             dir,
-        };
-        gateway.wait_ready();
-        gateway
+        }
     }
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
     }
 
-    /// Polls `/ready` (every key set fetched) and the listener.
-    fn wait_ready(&mut self) {
+    fn wait_until(&mut self, ready: impl Fn(&Gateway) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("claimgate exited with {status}:\n{}", self.log());
             }
-            let ready = raw_get(self.admin, "/ready").map(|r| r.status) == Some(200);
-            if ready && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if ready(self) {
                 return;
             }
             assert!(
@@ -325,6 +362,28 @@ impl Gateway {
             );
             std::thread::sleep(Duration::from_millis(25));
         }
+    }
+
+    /// The value of one sample in `/metrics`, given as written there up to
+    /// the value, e.g. `claimgate_jwks_keys{uri="…"}`; 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let body = raw_get(self.admin, "/metrics")
+            .map(|r| r.body)
+            .unwrap_or_default();
+        body.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
+            .map_or(0.0, |v| v.trim().parse().unwrap_or(0.0))
+    }
+
+    /// `GET /ready` on the admin listener.
+    pub fn ready_status(&self) -> Option<u16> {
+        raw_get(self.admin, "/ready").map(|r| r.status)
+    }
+
+    /// Kills the process without draining, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -404,7 +463,7 @@ pub fn get(port: u16, path: &str, headers: &[&str]) -> Reply {
     raw_request(port, &request).unwrap_or_else(|| panic!("no response for GET {path}"))
 }
 
-fn raw_get(port: u16, path: &str) -> Option<Reply> {
+pub fn raw_get(port: u16, path: &str) -> Option<Reply> {
     raw_request(
         port,
         &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),

@@ -38,6 +38,7 @@ fn authenticator() -> &'static Authenticator {
             forward_original_token: false,
             outputs: Outputs::default(),
             space_delimited: vec!["roles".into()],
+            refetch: None,
         };
         Authenticator::new(vec![provider], Arc::new(TokenCache::new(64)), DEFAULT_MAX_TOKEN_BYTES)
     })
