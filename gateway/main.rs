@@ -31,6 +31,18 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Serve the small echo origin (and, with --jwks, a key set at
+    /// /jwks.json): the upstream of the demo, the tests and the benchmarks.
+    Origin {
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        listen: String,
+        /// A JWKS file to serve at /jwks.json.
+        #[arg(long)]
+        jwks: Option<PathBuf>,
+        /// Worker threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
     /// Run Istio's "JWT claim based routing" task locally, with no network.
     Demo {
         /// Port of the gateway listener (the task's Gateway says 80).
@@ -62,7 +74,40 @@ fn main() -> ExitCode {
         },
         Command::Check { config } => check(&config),
         Command::Demo { port, admin } => report(demo::run(port, &admin)),
+        Command::Origin {
+            listen,
+            jwks,
+            threads,
+        } => report(serve_origin(&listen, jwks, threads)),
     }
+}
+
+fn serve_origin(listen: &str, jwks: Option<PathBuf>, threads: usize) -> Result<(), String> {
+    let jwks = match jwks {
+        Some(path) => Some(
+            std::fs::read(&path)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+                .into(),
+        ),
+        None => None,
+    };
+    let origin = claimgate::origin::Origin {
+        name: "origin".into(),
+        jwks,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        eprintln!("origin listening on {listen}");
+        claimgate::origin::serve(listener, origin).await;
+        Ok(())
+    })
 }
 
 fn report<E: std::fmt::Display>(result: Result<(), E>) -> ExitCode {

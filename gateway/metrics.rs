@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -20,6 +20,8 @@ pub struct Metrics {
     pub jwks_age: GaugeVec,
     /// `claimgate_jwks_unknown_kid_refetches_total{uri}`.
     pub jwks_refetches: IntCounterVec,
+    /// `claimgate_jwt_cache_entries`, set at scrape time.
+    pub jwt_cache_entries: IntGauge,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -91,8 +93,17 @@ impl Metrics {
             )
             .expect("a valid metric definition"),
         );
+        let jwt_cache_entries = register(
+            &registry,
+            IntGauge::new(
+                "claimgate_jwt_cache_entries",
+                "Verified tokens held in the token cache.",
+            )
+            .expect("a valid metric definition"),
+        );
         Metrics {
             registry,
+            jwt_cache_entries,
             authz_decisions,
             jwks_fetches,
             jwks_keys,

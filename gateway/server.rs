@@ -58,7 +58,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
         server.add_service(service);
     }
 
-    let mut admin = Service::new("admin".to_string(), Admin::new(shared.jwks.clone()));
+    let mut admin = Service::new(
+        "admin".to_string(),
+        Admin::new(shared.jwks.clone(), shared.tokens.clone()),
+    );
     admin.add_tcp(&settings.admin.to_string());
     admin.threads = Some(1);
     server.add_service(admin);

@@ -8,14 +8,16 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
 use crate::jwks::JwksRegistry;
+use crate::jwt::TokenCache;
 
 pub struct Admin {
     jwks: Arc<JwksRegistry>,
+    tokens: Arc<TokenCache>,
 }
 
 impl Admin {
-    pub fn new(jwks: Arc<JwksRegistry>) -> Admin {
-        Admin { jwks }
+    pub fn new(jwks: Arc<JwksRegistry>, tokens: Arc<TokenCache>) -> Admin {
+        Admin { jwks, tokens }
     }
 
     fn answer(&self, method: &Method, path: &str) -> (StatusCode, String) {
@@ -26,6 +28,8 @@ impl Admin {
             "/healthz" => (StatusCode::OK, "ok\n".into()),
             "/metrics" => {
                 self.jwks.update_metrics();
+                let entries = i64::try_from(self.tokens.len()).unwrap_or(i64::MAX);
+                crate::metrics::get().jwt_cache_entries.set(entries);
                 (StatusCode::OK, crate::metrics::get().render())
             }
             "/ready" => {
