@@ -52,7 +52,7 @@ except OSError:
     pass
 
 out = []
-out.append("# Load benchmark results\n")
+out.append("## Load benchmark (`bench/run.sh`)\n")
 out.append("Produced by `bench/run.sh` (the one command); every figure below comes from that run.\n")
 out.append(f"- machine: {os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}; shared and noisy, so compare ratios within this run")
 out.append(f"- versions: {a.versions}")
@@ -60,7 +60,7 @@ out.append(f"- load: `wrk -t1 -c{a.connections} -d{a.duration}s --latency -s ben
 out.append("- B and C are measured after a warm-up pass (the cache filled); D and E send tokens the gateway has never seen\n")
 for alg in ("RS256", "ES256"):
     base = rows.get(("claimgate", alg, "A"))
-    out.append(f"## {alg}\n")
+    out.append(f"### {alg}\n")
     header = "| scenario | requests/s | p50 ms | p99 ms | p99.9 ms | / A | socket errors | answers |"
     sep = "|---|---:|---:|---:|---:|---:|---:|---|"
     if a.haproxy:
@@ -83,7 +83,7 @@ for alg in ("RS256", "ES256"):
         out.append(line)
     out.append("")
 
-out.append("## Memory\n")
+out.append("### Memory\n")
 out.append(f"- peak RSS of the gateway over all scenarios above (cache of 10,000): {a.gateway_hwm_kib / 1024:.0f} MiB")
 out.append(f"- RSS with the cache holding {a.cached} distinct ES256 tokens (of 100,000 sent; `jwtCacheSize: 100000`): {a.rss_100k_kib / 1024:.0f} MiB\n")
 if a.soak.strip():
@@ -92,4 +92,18 @@ if a.soak.strip():
     out.append("|---:|---:|")
     out.append(a.soak.rstrip("\n"))
     out.append("")
-open(a.out, "w").write("\n".join(out) + "\n")
+text = "\n".join(out) + "\n"
+BEGIN, END = "<!-- load:begin -->", "<!-- load:end -->"
+try:
+    existing = open(a.out).read()
+except FileNotFoundError:
+    existing = ""
+if BEGIN in existing and END in existing:
+    head, rest = existing.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    text = f"{head}{BEGIN}\n{text}{END}{tail}"
+elif existing:
+    text = f"{existing.rstrip()}\n\n{BEGIN}\n{text}{END}\n"
+else:
+    text = f"{BEGIN}\n{text}{END}\n"
+open(a.out, "w").write(text)

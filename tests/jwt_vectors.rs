@@ -76,7 +76,7 @@ fn the_rfc7515_jwts_validate_through_the_full_pipeline() {
             1_300_819_000,
         )
         .unwrap_or_else(|e| panic!("{}: {e}", v.name));
-        assert_eq!(verified.issuer, "joe");
+        assert_eq!(verified.issuer(), "joe");
         assert_eq!(verified.claims["http://example.com/is_root"], true);
         // And expired once past exp + skew.
         let token = jwt::parse(&v.jws).unwrap();

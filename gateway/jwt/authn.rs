@@ -247,7 +247,7 @@ impl Authenticator {
         let Some(hit) = self.cache.get(token) else {
             return Ok(None);
         };
-        let Some(provider) = self.provider_for(&hit.issuer, location) else {
+        let Some(provider) = self.provider_for(hit.issuer(), location) else {
             return Ok(None);
         };
         let rule = &self.providers[provider];

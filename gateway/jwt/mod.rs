@@ -62,13 +62,12 @@ impl Validation {
 
 /// A token whose signature has been verified: what the cache holds and what
 /// routes and policies read. Claims stay in the JSON form they were parsed
-/// into, so matchers never parse again.
+/// into, so matchers never parse again. Kept small: the cache holds many.
 #[derive(Debug)]
 pub struct VerifiedToken {
-    pub issuer: String,
-    pub subject: String,
-    /// `iss/sub`, Istio's request principal.
-    pub principal: String,
+    /// `iss/sub` (Istio's request principal); `iss` is its first `issuer_len` bytes.
+    principal: String,
+    issuer_len: usize,
     pub claims: Map<String, Value>,
     pub exp: Option<u64>,
     pub nbf: Option<u64>,
@@ -76,6 +75,38 @@ pub struct VerifiedToken {
     /// The key set that verified it: when the issuer's set changes, the
     /// cached verification no longer counts.
     pub keys: Arc<KeySet>,
+}
+
+impl VerifiedToken {
+    pub fn new(
+        issuer: &str,
+        subject: &str,
+        claims: Map<String, Value>,
+        keys: Arc<KeySet>,
+    ) -> VerifiedToken {
+        VerifiedToken {
+            principal: format!("{issuer}/{subject}"),
+            issuer_len: issuer.len(),
+            claims,
+            exp: None,
+            nbf: None,
+            aud: Vec::new(),
+            keys,
+        }
+    }
+
+    /// `iss/sub`, Istio's request principal.
+    pub fn principal(&self) -> &str {
+        &self.principal
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.principal[..self.issuer_len]
+    }
+
+    pub fn subject(&self) -> &str {
+        &self.principal[self.issuer_len + 1..]
+    }
 }
 
 /// Checks an already-parsed token whose issuer picked `validation` and
@@ -96,18 +127,13 @@ pub fn validate(
         token.signing_input,
         &token.signature,
     )?;
-    let issuer = claims.iss.unwrap_or_default();
-    let subject = claims.sub.unwrap_or_default();
-    Ok(VerifiedToken {
-        principal: format!("{issuer}/{subject}"),
-        issuer,
-        subject,
-        claims: claims.all,
-        exp: claims.exp,
-        nbf: claims.nbf,
-        aud: claims.aud,
-        keys: keys.clone(),
-    })
+    let issuer = claims.iss.as_deref().unwrap_or_default();
+    let subject = claims.sub.as_deref().unwrap_or_default();
+    let mut verified = VerifiedToken::new(issuer, subject, claims.all, keys.clone());
+    verified.exp = claims.exp;
+    verified.nbf = claims.nbf;
+    verified.aud = claims.aud;
+    Ok(verified)
 }
 
 #[cfg(test)]

@@ -188,7 +188,7 @@ impl ProxyHttp for Gateway {
                 headers: &req.headers,
                 source_ip: peer,
                 remote_ip: remote_ip(&req.headers, peer, ctx.snap.trusted_proxies),
-                principal: ctx.authn.as_ref().map(|a| a.token.principal.as_str()),
+                principal: ctx.authn.as_ref().map(|a| a.token.principal()),
                 audiences: ctx.authn.as_ref().map_or(&[], |a| a.token.aud.as_slice()),
                 claims,
             });
@@ -264,6 +264,16 @@ impl ProxyHttp for Gateway {
         if let Some(decision) = &ctx.decision {
             ctx.snap.authz.record(decision);
         }
+    }
+
+    /// A client that goes away mid-request is routine at an edge, not an
+    /// error worth a log line per connection.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        error.esource() == &pingora::ErrorSource::Downstream
+            && matches!(
+                error.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
     }
 
     async fn fail_to_proxy(
