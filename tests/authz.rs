@@ -6,37 +6,12 @@ mod support;
 
 use support::*;
 
-const TASK_VIRTUAL_SERVICE: &str = r#"apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: httpbin
-  namespace: foo
-spec:
-  hosts:
-  - "*"
-  gateways:
-  - httpbin-gateway
-  http:
-  - match:
-    - uri:
-        prefix: /headers
-      headers:
-        "@request.auth.claims.groups":
-          exact: group1
-    route:
-    - destination:
-        port:
-          number: 8000
-        host: httpbin
-  - match:
-    - uri:
-        prefix: /open
-    route:
-    - destination:
-        port:
-          number: 8000
-        host: httpbin
-"#;
+/// The task's VirtualService plus an open route, to see policies apart from claim routing.
+fn virtual_service() -> String {
+    task_virtual_service(
+        "  - match:\n    - uri:\n        prefix: /open\n    route:\n    - destination:\n        port:\n          number: 8000\n        host: httpbin\n",
+    )
+}
 
 /// The task's gateway (the Istio key set and tokens) plus `policies`.
 fn gateway_with(policies: &str) -> Gateway {
@@ -63,7 +38,7 @@ spec:
         &[
             ("gateway.yaml", gateway_yaml(port)),
             ("authn.yaml", authn),
-            ("vs.yaml", TASK_VIRTUAL_SERVICE.to_string()),
+            ("vs.yaml", virtual_service()),
             (
                 "httpbin.yaml",
                 service_entry_yaml("httpbin", "httpbin.foo.svc.cluster.local", httpbin),
@@ -327,14 +302,8 @@ spec:
 "#,
     )
     .unwrap();
-    let out = claimgate()
-        .arg("check")
-        .arg("--config")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, _, stderr) = check(dir.path());
+    assert_eq!(code, Some(1));
     let file = dir.path().join("policies.yaml");
     let file = file.display();
     assert!(

@@ -38,14 +38,8 @@ spec:
 "#,
     )
     .unwrap();
-    let out = claimgate()
-        .arg("check")
-        .arg("--config")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, _, stderr) = check(dir.path());
+    assert_eq!(code, Some(1));
     let file = dir.path().join("broken.yaml");
     let file = file.display();
     for expected in [
@@ -64,18 +58,8 @@ spec:
 #[test]
 fn check_accepts_the_shipped_task_config() {
     let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/jwt-claim-routing");
-    let out = claimgate()
-        .arg("check")
-        .arg("--config")
-        .arg(&conf)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, stdout, stderr) = check(&conf);
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stdout.contains("ok (4 files; listeners 0.0.0.0:80; 1 routes; 1 clusters; 1 JWT issuers)"),
         "{stdout}"

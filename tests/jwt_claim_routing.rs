@@ -27,31 +27,6 @@ spec:
     )
 }
 
-/// The task's VirtualService, unchanged.
-const TASK_VIRTUAL_SERVICE: &str = r#"apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: httpbin
-  namespace: foo
-spec:
-  hosts:
-  - "*"
-  gateways:
-  - httpbin-gateway
-  http:
-  - match:
-    - uri:
-        prefix: /headers
-      headers:
-        "@request.auth.claims.groups":
-          exact: group1
-    route:
-    - destination:
-        port:
-          number: 8000
-        host: httpbin
-"#;
-
 fn task_gateway() -> Gateway {
     let jwks = jwks_server(&read_fixture("istio/jwks.json"));
     let httpbin = echo_origin("httpbin");
@@ -64,7 +39,7 @@ fn task_gateway() -> Gateway {
                 "request-authentication.yaml",
                 task_request_authentication(&format!("http://{jwks}/jwks.json")),
             ),
-            ("virtual-service.yaml", TASK_VIRTUAL_SERVICE.to_string()),
+            ("virtual-service.yaml", task_virtual_service("")),
             (
                 "httpbin.yaml",
                 service_entry_yaml("httpbin", "httpbin.foo.svc.cluster.local", httpbin),

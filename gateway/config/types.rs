@@ -50,7 +50,7 @@ pub struct GatewaySpec {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayServer {
-    pub port: GatewayPort,
+    pub port: Port,
     /// Address to bind; all interfaces when absent.
     #[serde(default)]
     pub bind: Option<String>,
@@ -59,9 +59,11 @@ pub struct GatewayServer {
     pub name: Option<String>,
 }
 
+/// Istio's `Port` (a Gateway server's) and `ServicePort` (a ServiceEntry's)
+/// have the same fields.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct GatewayPort {
+pub struct Port {
     pub number: u16,
     #[serde(default)]
     pub name: Option<String>,
@@ -157,25 +159,13 @@ pub struct PortSelector {
 pub struct ServiceEntrySpec {
     pub hosts: Vec<String>,
     #[serde(default)]
-    pub ports: Vec<ServicePort>,
+    pub ports: Vec<Port>,
     #[serde(default)]
     pub location: Option<String>,
     #[serde(default)]
     pub resolution: Option<String>,
     #[serde(default)]
     pub endpoints: Vec<WorkloadEntry>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ServicePort {
-    pub number: u16,
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub protocol: Option<String>,
-    #[serde(default)]
-    pub target_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

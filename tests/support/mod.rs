@@ -267,6 +267,51 @@ pub fn claimgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_claimgate"))
 }
 
+/// Runs `claimgate check` on `config`: (exit code, stdout, stderr).
+pub fn check(config: &Path) -> (Option<i32>, String, String) {
+    let out = claimgate()
+        .arg("check")
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The task's VirtualService (Istio's "JWT claim based routing"), unchanged;
+/// `more_routes` appends `http` entries (each starting with `  - `).
+pub fn task_virtual_service(more_routes: &str) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: httpbin
+  namespace: foo
+spec:
+  hosts:
+  - "*"
+  gateways:
+  - httpbin-gateway
+  http:
+  - match:
+    - uri:
+        prefix: /headers
+      headers:
+        "@request.auth.claims.groups":
+          exact: group1
+    route:
+    - destination:
+        port:
+          number: 8000
+        host: httpbin
+{more_routes}"#
+    )
+}
+
 /// A running `claimgate run`, killed on drop.
 pub struct Gateway {
     child: Child,
@@ -288,12 +333,7 @@ impl Gateway {
         files: &[(N, String)],
         settings: &str,
     ) -> Gateway {
-        let mut gateway = Gateway::spawn(port, files, settings);
-        gateway.wait_until(|g| {
-            raw_get(g.admin, "/ready").map(|r| r.status) == Some(200)
-                && TcpStream::connect(("127.0.0.1", g.port)).is_ok()
-        });
-        gateway
+        Gateway::spawn(port, files, settings).answering("/ready")
     }
 
     /// Starts without waiting for `/ready` (key sets may be unreachable):
@@ -303,12 +343,16 @@ impl Gateway {
         files: &[(N, String)],
         settings: &str,
     ) -> Gateway {
-        let mut gateway = Gateway::spawn(port, files, settings);
-        gateway.wait_until(|g| {
-            raw_get(g.admin, "/healthz").map(|r| r.status) == Some(200)
+        Gateway::spawn(port, files, settings).answering("/healthz")
+    }
+
+    /// Waits until the admin `path` answers 200 and the listener accepts.
+    fn answering(mut self, path: &str) -> Gateway {
+        self.wait_until(|g| {
+            raw_get(g.admin, path).map(|r| r.status) == Some(200)
                 && TcpStream::connect(("127.0.0.1", g.port)).is_ok()
         });
-        gateway
+        self
     }
 
     fn spawn<N: AsRef<str>>(port: u16, files: &[(N, String)], settings: &str) -> Gateway {
