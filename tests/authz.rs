@@ -18,21 +18,7 @@ fn gateway_with(policies: &str) -> Gateway {
     let jwks = jwks_server(&read_fixture("istio/jwks.json"));
     let httpbin = echo_origin("httpbin");
     let port = free_port();
-    let authn = format!(
-        r#"apiVersion: security.istio.io/v1
-kind: RequestAuthentication
-metadata:
-  name: ingress-jwt
-  namespace: istio-system
-spec:
-  selector:
-    matchLabels:
-      istio: ingressgateway
-  jwtRules:
-  - issuer: "testing@secure.istio.io"
-    jwksUri: "http://{jwks}/jwks.json"
-"#
-    );
+    let authn = task_request_authentication(&format!("http://{jwks}/jwks.json"));
     Gateway::start(
         port,
         &[

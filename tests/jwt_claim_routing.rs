@@ -8,25 +8,6 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::*;
 
-/// The task's RequestAuthentication, text unchanged but for `jwksUri`.
-fn task_request_authentication(jwks_uri: &str) -> String {
-    format!(
-        r#"apiVersion: security.istio.io/v1
-kind: RequestAuthentication
-metadata:
-  name: ingress-jwt
-  namespace: istio-system
-spec:
-  selector:
-    matchLabels:
-      istio: ingressgateway
-  jwtRules:
-  - issuer: "testing@secure.istio.io"
-    jwksUri: "{jwks_uri}"
-"#
-    )
-}
-
 fn task_gateway() -> Gateway {
     let jwks = jwks_server(&read_fixture("istio/jwks.json"));
     let httpbin = echo_origin("httpbin");

@@ -282,6 +282,25 @@ pub fn check(config: &Path) -> (Option<i32>, String, String) {
     )
 }
 
+/// The task's RequestAuthentication, text unchanged but for `jwksUri`.
+pub fn task_request_authentication(jwks_uri: &str) -> String {
+    format!(
+        r#"apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata:
+  name: ingress-jwt
+  namespace: istio-system
+spec:
+  selector:
+    matchLabels:
+      istio: ingressgateway
+  jwtRules:
+  - issuer: "testing@secure.istio.io"
+    jwksUri: "{jwks_uri}"
+"#
+    )
+}
+
 /// The task's VirtualService (Istio's "JWT claim based routing"), unchanged;
 /// `more_routes` appends `http` entries (each starting with `  - `).
 pub fn task_virtual_service(more_routes: &str) -> String {
