@@ -387,40 +387,36 @@ pub fn compile(resource: &Resource<AuthorizationPolicySpec>) -> Result<Policy, V
 
 type Report<'e> = dyn FnMut(String, String) + 'e;
 
-fn patterns(values: &[String], path: &str, error: &mut Report<'_>) -> Values {
-    let mut out = Vec::new();
+/// Parses each value with `parse`, reporting failures at `path[i]`.
+fn parse_each<T>(
+    values: &[String],
+    path: &str,
+    error: &mut Report<'_>,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(values.len());
     for (i, v) in values.iter().enumerate() {
-        match Pattern::parse(v) {
-            Ok(p) => out.push(p),
+        match parse(v) {
+            Ok(parsed) => out.push(parsed),
             Err(e) => error(format!("{path}[{i}]"), e),
         }
     }
-    Values::Patterns(out)
+    out
+}
+
+fn patterns(values: &[String], path: &str, error: &mut Report<'_>) -> Values {
+    Values::Patterns(parse_each(values, path, error, Pattern::parse))
 }
 
 fn blocks(values: &[String], path: &str, error: &mut Report<'_>) -> Values {
-    let mut out = Vec::new();
-    for (i, v) in values.iter().enumerate() {
-        match Cidr::parse(v) {
-            Ok(c) => out.push(c),
-            Err(e) => error(format!("{path}[{i}]"), e),
-        }
-    }
-    Values::Blocks(out)
+    Values::Blocks(parse_each(values, path, error, Cidr::parse))
 }
 
 fn ports(values: &[String], path: &str, error: &mut Report<'_>) -> Values {
-    let mut out = Vec::new();
-    for (i, v) in values.iter().enumerate() {
-        match v.parse::<u16>() {
-            Ok(p) => out.push(p),
-            Err(_) => error(
-                format!("{path}[{i}]"),
-                format!("`{v}` is not a port number"),
-            ),
-        }
-    }
-    Values::Ports(out)
+    Values::Ports(parse_each(values, path, error, |v| {
+        v.parse::<u16>()
+            .map_err(|_| format!("`{v}` is not a port number"))
+    }))
 }
 
 /// Adds a check for each non-empty field.
