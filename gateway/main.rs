@@ -66,7 +66,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => match config::load(&config) {
-            Ok(loaded) => report(server::run(loaded)),
+            Ok(loaded) => report(server::run(loaded, Some(config))),
             Err(errors) => {
                 eprintln!("{errors}");
                 ExitCode::FAILURE

@@ -22,6 +22,14 @@ pub struct Metrics {
     pub jwks_refetches: IntCounterVec,
     /// `claimgate_jwt_cache_entries`, set at scrape time.
     pub jwt_cache_entries: IntGauge,
+    /// `claimgate_config_reloads_total{result}`.
+    pub config_reloads: IntCounterVec,
+    /// `claimgate_config_generation`.
+    pub config_generation: IntGauge,
+    /// `claimgate_config_last_reload_success_timestamp_seconds`.
+    pub config_last_success: prometheus::Gauge,
+    /// `claimgate_config_pending_restart`.
+    pub config_pending_restart: IntGauge,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -101,9 +109,48 @@ impl Metrics {
             )
             .expect("a valid metric definition"),
         );
+        let config_reloads = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "claimgate_config_reloads_total",
+                    "Configuration reloads by result (ok, error).",
+                ),
+                &["result"],
+            )
+            .expect("a valid metric definition"),
+        );
+        let config_generation = register(
+            &registry,
+            IntGauge::new(
+                "claimgate_config_generation",
+                "Generation of the configuration in force (1 at start, +1 per reload).",
+            )
+            .expect("a valid metric definition"),
+        );
+        let config_last_success = register(
+            &registry,
+            prometheus::Gauge::new(
+                "claimgate_config_last_reload_success_timestamp_seconds",
+                "Unix time of the last successful reload.",
+            )
+            .expect("a valid metric definition"),
+        );
+        let config_pending_restart = register(
+            &registry,
+            IntGauge::new(
+                "claimgate_config_pending_restart",
+                "1 when the configuration in force asks for a change that only a restart applies (listeners, process settings).",
+            )
+            .expect("a valid metric definition"),
+        );
         Metrics {
             registry,
             jwt_cache_entries,
+            config_reloads,
+            config_generation,
+            config_last_success,
+            config_pending_restart,
             authz_decisions,
             jwks_fetches,
             jwks_keys,

@@ -14,6 +14,7 @@ use crate::compile::{compile, settings, Shared};
 use crate::config::{Config, ConfigErrors};
 use crate::jwks::JwksRefresher;
 use crate::proxy::Gateway;
+use crate::reload::Reloader;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -24,16 +25,17 @@ pub enum StartError {
 }
 
 /// Compiles `config` and serves it until the process is told to stop.
-pub fn run(config: Config) -> Result<(), StartError> {
+/// With `path`, the configuration reloads on SIGHUP and when it changes.
+pub fn run(config: Config, path: Option<std::path::PathBuf>) -> Result<(), StartError> {
     let settings = settings(&config)?;
-    let shared = Shared::new(&settings).map_err(|e| {
+    let shared = Arc::new(Shared::new(&settings).map_err(|e| {
         let at = config.settings.as_ref().map(|s| s.source.clone());
         ConfigErrors(vec![crate::config::ConfigError {
             source: at,
             path: "spec.jwksCaFile".into(),
             message: e,
         }])
-    })?;
+    })?);
     let snapshot = compile(&config, &shared)?;
     let listeners = snapshot.listener_addrs();
     let state = Arc::new(ArcSwap::from_pointee(snapshot));
@@ -70,6 +72,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
         "jwks refresh",
         JwksRefresher::new(shared.jwks.clone()),
     ));
+
+    if let Some(path) = path {
+        let reloader = Reloader::new(path, shared.clone(), state.clone(), settings.clone());
+        server.add_service(background_service("config reload", reloader));
+    }
 
     tracing::info!(listeners = ?listeners, admin = %settings.admin, "claimgate serving");
     server.run_forever()

@@ -115,7 +115,7 @@ impl Route {
 }
 
 /// The virtual hosts of one listener.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct HostTable {
     exact: HashMap<String, Vec<Route>>,
     /// `*.example.com` as (`.example.com`, routes), longest suffix first.

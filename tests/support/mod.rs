@@ -443,6 +443,21 @@ impl Gateway {
         raw_get(self.admin, "/ready").map(|r| r.status)
     }
 
+    /// The folder the gateway reads its configuration from.
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+
+    /// Sends a signal (`HUP`, `TERM`, …) to the process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// Kills the process without draining, as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
