@@ -3,6 +3,7 @@
 //! so a reload in the middle of a request is invisible to it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::authz::Authorizer;
 use crate::jwt::Authenticator;
@@ -13,7 +14,7 @@ use crate::upstream::Cluster;
 pub struct Snapshot {
     /// Route tables by listening address (`0.0.0.0:80`).
     pub listeners: HashMap<String, HostTable>,
-    pub clusters: Vec<Cluster>,
+    pub clusters: Vec<Arc<Cluster>>,
     /// Every JWT rule that applies to the gateway.
     pub authn: Authenticator,
     /// Every AuthorizationPolicy that applies to the gateway.

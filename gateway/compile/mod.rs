@@ -40,18 +40,25 @@ pub struct Settings {
 }
 
 /// What outlives one compiled snapshot: remote key sets (so a recompile
-/// does not fetch again) and the verified-token cache.
+/// does not fetch again), the verified-token cache, and the clusters (so a
+/// cluster whose endpoints did not change keeps its load balancer state).
 #[derive(Debug, Default)]
 pub struct Shared {
     pub jwks: Arc<JwksRegistry>,
     pub tokens: Arc<TokenCache>,
+    clusters: std::sync::Mutex<HashMap<ClusterKey, Arc<Cluster>>>,
 }
+
+/// A cluster is the same cluster while its name, endpoints and connect
+/// timeout are.
+type ClusterKey = (String, Vec<SocketAddr>, Duration);
 
 impl Shared {
     pub fn new(settings: &Settings) -> Result<Shared, String> {
         Ok(Shared {
             jwks: Arc::new(JwksRegistry::new(settings.jwks.clone())?),
             tokens: Arc::new(TokenCache::new(settings.jwt_cache_size)),
+            clusters: Default::default(),
         })
     }
 }
@@ -133,12 +140,18 @@ pub fn settings(config: &Config) -> Result<Settings, ConfigErrors> {
 /// `shared.jwks`; verified tokens are cached in `shared.tokens`.
 pub fn compile(config: &Config, shared: &Shared) -> Result<Snapshot, ConfigErrors> {
     let settings = settings(config)?;
+    let previous = shared
+        .clusters
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let mut c = Compiler {
         settings,
         errors: Vec::new(),
         listeners: HashMap::new(),
         clusters: Vec::new(),
         cluster_index: HashMap::new(),
+        previous,
     };
     let gateways = c.gateways(config);
     let services = c.service_entries(config);
@@ -156,6 +169,12 @@ pub fn compile(config: &Config, shared: &Shared) -> Result<Snapshot, ConfigError
     if !c.errors.is_empty() {
         return Err(ConfigErrors(c.errors));
     }
+    let in_use = c
+        .clusters
+        .iter()
+        .map(|cl| (cluster_key(cl), cl.clone()))
+        .collect();
+    *shared.clusters.lock().unwrap_or_else(|e| e.into_inner()) = in_use;
     Ok(Snapshot {
         listeners: c.listeners,
         clusters: c.clusters,
@@ -169,7 +188,9 @@ struct Compiler {
     settings: Settings,
     errors: Vec<ConfigError>,
     listeners: HashMap<String, HostTable>,
-    clusters: Vec<Cluster>,
+    clusters: Vec<Arc<Cluster>>,
+    /// Clusters of the previous compile, reused when unchanged.
+    previous: HashMap<ClusterKey, Arc<Cluster>>,
     /// (service entry host, port) -> index in `clusters`.
     cluster_index: HashMap<(String, u16), usize>,
 }
@@ -612,12 +633,16 @@ impl Compiler {
             })
             .collect();
         let name = format!("outbound|{}||{host}", port.number);
-        match Cluster::new(
-            name,
-            host.clone(),
-            endpoints,
-            self.settings.upstream_connect_timeout,
-        ) {
+        let timeout = self.settings.upstream_connect_timeout;
+        let reused = self
+            .previous
+            .get(&(name.clone(), endpoints.clone(), timeout))
+            .cloned();
+        let cluster = match reused {
+            Some(cluster) => Ok(cluster),
+            None => Cluster::new(name, host.clone(), endpoints, timeout).map(Arc::new),
+        };
+        match cluster {
             Ok(cluster) => {
                 self.clusters.push(cluster);
                 self.cluster_index.insert(key, self.clusters.len() - 1);
@@ -802,6 +827,14 @@ fn output_header(name: &str) -> Result<HeaderName, String> {
     Ok(header)
 }
 
+fn cluster_key(cluster: &Cluster) -> ClusterKey {
+    (
+        cluster.name.to_string(),
+        cluster.endpoints.clone(),
+        cluster.connect_timeout(),
+    )
+}
+
 /// The hosts both a Gateway server host and a VirtualService host admit,
 /// as one pattern (the narrower of the two), or `None`.
 fn intersect(server: &str, vs: &str) -> Option<String> {
@@ -828,6 +861,45 @@ fn covers(outer: &str, inner: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(alpha: &str, beta: &str) -> Config {
+        let entry = |name: &str, ip: &str| {
+            format!(
+                "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: ns}}\n\
+                 spec: {{hosts: [{name}.ns.svc.cluster.local], ports: [{{number: 80, name: http}}], resolution: STATIC, endpoints: [{{address: {ip}}}]}}\n---\n"
+            )
+        };
+        let text = format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: ns}}\n\
+             spec: {{servers: [{{port: {{number: 80}}, hosts: ['*']}}]}}\n---\n{}{}\
+             apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs, namespace: ns}}\n\
+             spec: {{hosts: ['*'], gateways: [gw], http: [{{match: [{{uri: {{prefix: /a}}}}], route: [{{destination: {{host: alpha}}}}]}}, \
+             {{route: [{{destination: {{host: beta}}}}]}}]}}\n",
+            entry("alpha", alpha),
+            entry("beta", beta)
+        );
+        crate::config::parse_str(std::path::Path::new("t.yaml"), &text).unwrap()
+    }
+
+    #[test]
+    fn a_recompile_keeps_unchanged_clusters_and_replaces_changed_ones() {
+        let shared = Shared::default();
+        let first = compile(&config("10.0.0.1", "10.0.0.2"), &shared).unwrap();
+        let second = compile(&config("10.0.0.1", "10.0.0.3"), &shared).unwrap();
+        let find = |s: &Snapshot, host: &str| {
+            s.clusters
+                .iter()
+                .find(|c| c.host.starts_with(host))
+                .unwrap()
+                .clone()
+        };
+        assert!(Arc::ptr_eq(&find(&first, "alpha"), &find(&second, "alpha")));
+        assert!(!Arc::ptr_eq(&find(&first, "beta"), &find(&second, "beta")));
+        assert_eq!(
+            find(&second, "beta").endpoints,
+            vec!["10.0.0.3:80".parse().unwrap()]
+        );
+    }
 
     #[test]
     fn host_intersection_keeps_the_narrower_pattern() {

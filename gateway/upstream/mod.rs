@@ -47,6 +47,10 @@ impl Cluster {
         })
     }
 
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
     /// The next endpoint, as a plain-HTTP peer; `None` when the cluster has
     /// no endpoint to offer.
     pub fn peer(&self) -> Option<Box<HttpPeer>> {
