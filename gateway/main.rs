@@ -122,10 +122,7 @@ fn report<E: std::fmt::Display>(result: Result<(), E>) -> ExitCode {
 
 /// Loads and compiles without serving: the same code `run` uses.
 fn check(path: &std::path::Path) -> ExitCode {
-    let (config, mut errors) = match config::load(path) {
-        Ok(config) => (Some(config), Vec::new()),
-        Err(e) => (config::load_lenient(path), e.0),
-    };
+    let (config, mut errors) = config::read(path);
     let mut summary = None;
     if let Some(config) = &config {
         match compile::compile(config, &compile::Shared::default()) {

@@ -146,9 +146,20 @@ impl fmt::Display for ConfigErrors {
 /// Loads `path`: a file, or every `*.yaml`/`*.yml` directly inside a folder
 /// (in name order).
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let (config, errors) = read(path);
+    match config {
+        Some(config) if errors.is_empty() => Ok(config),
+        _ => Err(ConfigErrors(errors)),
+    }
+}
+
+/// Every document of `path` that parsed, and every error; the config is
+/// `None` only when the path itself cannot be read. `check` compiles what
+/// parsed so that it reports compile errors alongside load errors.
+pub fn read(path: &Path) -> (Option<Config>, Vec<ConfigError>) {
     let files = match config_files(path) {
         Ok(files) => files,
-        Err(e) => return Err(ConfigErrors(vec![e])),
+        Err(e) => return (None, vec![e]),
     };
     let mut config = Config::default();
     let mut errors = Vec::new();
@@ -159,27 +170,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         }
         config.files.push(file);
     }
-    if errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigErrors(errors))
-    }
-}
-
-/// Like `load`, but keeps every document that did parse, so that `check`
-/// can go on to compile them and report compile errors too. `None` when the
-/// path itself cannot be read.
-pub fn load_lenient(path: &Path) -> Option<Config> {
-    let files = config_files(path).ok()?;
-    let mut config = Config::default();
-    let mut ignored = Vec::new();
-    for file in files {
-        if let Ok(text) = std::fs::read_to_string(&file) {
-            parse_into(&file, &text, &mut config, &mut ignored);
-        }
-        config.files.push(file);
-    }
-    Some(config)
+    (Some(config), errors)
 }
 
 /// Parses YAML text as if it were the file `file`.
