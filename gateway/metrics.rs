@@ -22,6 +22,8 @@ pub struct Metrics {
     pub jwks_refetches: IntCounterVec,
     /// `claimgate_jwt_cache_entries`, set at scrape time.
     pub jwt_cache_entries: IntGauge,
+    /// `claimgate_rejections_total{reason}`: the gateway answered instead of an upstream.
+    pub rejections: IntCounterVec,
     /// `claimgate_config_reloads_total{result}`.
     pub config_reloads: IntCounterVec,
     /// `claimgate_config_generation`.
@@ -109,6 +111,17 @@ impl Metrics {
             )
             .expect("a valid metric definition"),
         );
+        let rejections = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "claimgate_rejections_total",
+                    "Requests the gateway answered itself, by reason (a fixed set: malformed, expired, not_yet_valid, unknown_issuer, unknown_kid, bad_signature, audience, jwks_unavailable, multiple_tokens, authz_denied, no_route, no_healthy_upstream, upstream_connect_failure, upstream_reset, upstream_timeout, upstream_protocol_error).",
+                ),
+                &["reason"],
+            )
+            .expect("a valid metric definition"),
+        );
         let config_reloads = register(
             &registry,
             IntCounterVec::new(
@@ -147,6 +160,7 @@ impl Metrics {
         Metrics {
             registry,
             jwt_cache_entries,
+            rejections,
             config_reloads,
             config_generation,
             config_last_success,

@@ -346,6 +346,16 @@ fn a_bad_signature_and_an_unknown_kid_are_told_apart() {
         (r.status, r.body.as_str()),
         (401, "Jwks doesn't have key to match kid or alg from Jwt")
     );
+
+    // And they are counted apart.
+    assert_eq!(
+        gw.metric("claimgate_rejections_total{reason=\"bad_signature\"}"),
+        1.0
+    );
+    assert_eq!(
+        gw.metric("claimgate_rejections_total{reason=\"unknown_kid\"}"),
+        1.0
+    );
 }
 
 fn base64_url(s: &str) -> String {

@@ -366,11 +366,6 @@ impl JwksRegistry {
         sources.values().cloned().collect()
     }
 
-    /// Whether every key set is in force (fetched, or loaded from disk).
-    pub fn all_loaded(&self) -> bool {
-        self.sources().iter().all(|s| s.is_loaded())
-    }
-
     /// Sets the scrape-time gauges.
     pub fn update_metrics(&self) {
         let metrics = crate::metrics::get();

@@ -58,12 +58,6 @@ pub struct RequestCtx {
     rejection: Option<Rejection>,
 }
 
-impl RequestCtx {
-    pub fn rejection(&self) -> Option<Rejection> {
-        self.rejection
-    }
-}
-
 /// Removes the token from where it was found, leaving the rest intact.
 fn strip_token(upstream: &mut RequestHeader, location: &TokenLocation) -> Result<()> {
     match location {
@@ -263,6 +257,12 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         if let Some(decision) = &ctx.decision {
             ctx.snap.authz.record(decision);
+        }
+        if let Some(rejection) = ctx.rejection {
+            crate::metrics::get()
+                .rejections
+                .with_label_values(&[rejection.reason()])
+                .inc();
         }
     }
 

@@ -463,10 +463,6 @@ impl Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
 }
 
 impl Drop for Gateway {
