@@ -2,6 +2,7 @@
 //! it serves a key set at `/jwks.json` (when given one) and answers every
 //! other request with the request it saw, as JSON (like httpbin's
 //! `/headers`), so a caller can see exactly what the gateway forwarded.
+//! `/delay/SECONDS` answers late.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -48,6 +49,13 @@ impl Origin {
     }
 }
 
+/// `/delay/SECONDS` (fractions allowed, at most 10) answers that much
+/// later, like httpbin's: a slow upstream for drain tests.
+fn delay(path: &str) -> Option<std::time::Duration> {
+    let seconds: f64 = path.strip_prefix("/delay/")?.parse().ok()?;
+    std::time::Duration::try_from_secs_f64(seconds.min(10.0)).ok()
+}
+
 fn json(body: Bytes) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body));
     response.headers_mut().insert(
@@ -68,7 +76,12 @@ pub async fn serve(listener: TcpListener, origin: Origin) {
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let origin = origin.clone();
-                async move { Ok::<_, Infallible>(origin.answer(&req)) }
+                async move {
+                    if let Some(wait) = delay(req.uri().path()) {
+                        tokio::time::sleep(wait).await;
+                    }
+                    Ok::<_, Infallible>(origin.answer(&req))
+                }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)

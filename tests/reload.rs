@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,52 +37,14 @@ fn replace(dir: &Path, name: &str, text: &str) {
     std::fs::rename(&tmp, dir.join(name)).unwrap();
 }
 
-/// One keep-alive connection; `None` on any failure.
-struct Client {
-    reader: BufReader<TcpStream>,
-}
-
-impl Client {
-    fn connect(port: u16) -> Option<Client> {
-        let stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .ok()?;
-        Some(Client {
-            reader: BufReader::new(stream),
-        })
-    }
-
-    /// (status, origin that answered)
-    fn get(&mut self, token: &str) -> Option<(u16, String)> {
-        let request =
-            format!("GET /anything HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n");
-        self.reader.get_mut().write_all(request.as_bytes()).ok()?;
-        let mut line = String::new();
-        self.reader.read_line(&mut line).ok()?;
-        let status: u16 = line.split(' ').nth(1)?.parse().ok()?;
-        let mut length = 0usize;
-        loop {
-            let mut header = String::new();
-            self.reader.read_line(&mut header).ok()?;
-            let header = header.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = header.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().ok()?;
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        self.reader.read_exact(&mut body).ok()?;
-        let origin = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["origin"].as_str().map(str::to_string))
-            .unwrap_or_default();
-        Some((status, origin))
-    }
+/// (status, origin that answered) of a GET with the token on `client`.
+fn ask(client: &mut Client, token: &str) -> Option<(u16, String)> {
+    let reply = client.get("/anything", &[&bearer(token)])?;
+    let origin = serde_json::from_str::<serde_json::Value>(&reply.body)
+        .ok()
+        .and_then(|v| v["origin"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    Some((reply.status, origin))
 }
 
 #[test]
@@ -131,7 +91,7 @@ fn fifty_reloads_under_load_lose_no_request() {
                 if client.is_none() || !keep_alive {
                     client = Client::connect(port);
                 }
-                let answer = client.as_mut().and_then(|c| c.get(&token));
+                let answer = client.as_mut().and_then(|c| ask(c, &token));
                 sent.fetch_add(1, Ordering::Relaxed);
                 match answer {
                     Some((200, origin)) => *latest.lock().unwrap() = origin,
@@ -147,7 +107,8 @@ fn fifty_reloads_under_load_lose_no_request() {
     let answered_by = |want: &str| {
         let deadline = Instant::now() + Duration::from_secs(1);
         loop {
-            if let Some((200, origin)) = Client::connect(port).and_then(|mut c| c.get(&token)) {
+            if let Some((200, origin)) = Client::connect(port).and_then(|mut c| ask(&mut c, &token))
+            {
                 if origin == want {
                     return true;
                 }

@@ -352,7 +352,7 @@ impl Gateway {
         files: &[(N, String)],
         settings: &str,
     ) -> Gateway {
-        Gateway::spawn(port, files, settings).answering("/ready")
+        Gateway::spawn(port, files, settings, &[]).answering("/ready")
     }
 
     /// Starts without waiting for `/ready` (key sets may be unreachable):
@@ -362,7 +362,17 @@ impl Gateway {
         files: &[(N, String)],
         settings: &str,
     ) -> Gateway {
-        Gateway::spawn(port, files, settings).answering("/healthz")
+        Gateway::spawn(port, files, settings, &[]).answering("/healthz")
+    }
+
+    /// `start`, with `NOTIFY_SOCKET` set as systemd sets it.
+    pub fn start_notifying<N: AsRef<str>>(
+        port: u16,
+        files: &[(N, String)],
+        notify_socket: &Path,
+    ) -> Gateway {
+        let env = [("NOTIFY_SOCKET", notify_socket.as_os_str())];
+        Gateway::spawn(port, files, "", &env).answering("/ready")
     }
 
     /// Waits until the admin `path` answers 200 and the listener accepts.
@@ -374,7 +384,12 @@ impl Gateway {
         self
     }
 
-    fn spawn<N: AsRef<str>>(port: u16, files: &[(N, String)], settings: &str) -> Gateway {
+    fn spawn<N: AsRef<str>>(
+        port: u16,
+        files: &[(N, String)],
+        settings: &str,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Gateway {
         let admin = free_port();
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config");
@@ -393,6 +408,7 @@ impl Gateway {
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -456,6 +472,42 @@ impl Gateway {
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits at most `limit` for the process to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Starts `claimgate run --upgrade` on the same configuration; its log
+    /// goes to `upgrade_log()`.
+    pub fn spawn_upgrade(&self) -> Child {
+        let log = std::fs::File::create(self.dir.path().join("upgrade.log")).unwrap();
+        claimgate()
+            .arg("run")
+            .arg("--config")
+            .arg(self.config_dir())
+            .arg("--upgrade")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn upgrade_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("upgrade.log")).unwrap_or_default()
     }
 
     /// Kills the process without draining, as a crash would.
@@ -535,6 +587,169 @@ pub fn get(port: u16, path: &str, headers: &[&str]) -> Reply {
     }
     request.push_str("\r\n");
     raw_request(port, &request).unwrap_or_else(|| panic!("no response for GET {path}"))
+}
+
+/// One keep-alive HTTP/1.1 connection, as a client library keeps one.
+pub struct Client {
+    reader: std::io::BufReader<TcpStream>,
+    /// The server said `Connection: close`: the next request needs a new
+    /// connection.
+    pub closed: bool,
+    /// The last request went out on a connection that had already served
+    /// one, and the server had closed it cleanly (FIN) before a single byte
+    /// of the answer: the idle keep-alive close of RFC 9112 §9.3.1.
+    pub stale: bool,
+    served: usize,
+    /// What went wrong with the last request.
+    pub error: String,
+}
+
+impl Client {
+    pub fn connect(port: u16) -> Option<Client> {
+        let stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .ok()?;
+        Some(Client {
+            reader: std::io::BufReader::new(stream),
+            closed: false,
+            stale: false,
+            served: 0,
+            error: String::new(),
+        })
+    }
+
+    /// `GET path` with extra header lines; `None` on any failure.
+    pub fn get(&mut self, path: &str, headers: &[&str]) -> Option<Reply> {
+        use std::io::BufRead;
+        let mut request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n");
+        for h in headers {
+            request.push_str(h);
+            request.push_str("\r\n");
+        }
+        request.push_str("\r\n");
+        self.stale = false;
+        let sent = self.reader.get_mut().write_all(request.as_bytes());
+        let mut line = String::new();
+        let read = self.reader.read_line(&mut line);
+        if self.served > 0 && matches!(read, Ok(0)) {
+            self.stale = true;
+            self.error = "closed while idle".into();
+            return None;
+        }
+        if let Err(e) = &sent {
+            self.error = format!("write: {e}");
+        }
+        sent.ok()?;
+        match &read {
+            Ok(0) => self.error = format!("EOF after {} answers", self.served),
+            Err(e) => self.error = format!("read: {e} after {} answers", self.served),
+            Ok(_) => {}
+        }
+        read.ok()?;
+        let status: u16 = line.split(' ').nth(1)?.parse().ok()?;
+        let mut length = 0usize;
+        let mut headers = Vec::new();
+        loop {
+            let mut header = String::new();
+            self.reader.read_line(&mut header).ok()?;
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = header.split_once(':') {
+                let (k, v) = (k.trim(), v.trim());
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.parse().ok()?;
+                }
+                if k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close") {
+                    self.closed = true;
+                }
+                headers.push((k.to_string(), v.to_string()));
+            }
+        }
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body).ok()?;
+        self.served += 1;
+        Some(Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+}
+
+/// A steady stream of `GET path` until stopped: two clients on keep-alive
+/// connections and two that open a connection per request. Anything but a
+/// 200 is a failure, and so is a connection that breaks without a response,
+/// even a reused one closed before the request got there (`Client::stale`):
+/// a keep-alive client reconnects only when the server said
+/// `Connection: close`.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    failures: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(port: u16, path: &str, header: &str) -> Load {
+        use std::sync::atomic::Ordering;
+        let load = Load {
+            stop: Default::default(),
+            sent: Default::default(),
+            failures: Default::default(),
+            workers: Vec::new(),
+        };
+        let mut workers = Vec::new();
+        for keep_alive in [true, true, false, false] {
+            let (stop, sent, failures) =
+                (load.stop.clone(), load.sent.clone(), load.failures.clone());
+            let (path, header) = (path.to_string(), header.to_string());
+            workers.push(std::thread::spawn(move || {
+                let mut client: Option<Client> = None;
+                while !stop.load(Ordering::Relaxed) {
+                    if !keep_alive || client.as_ref().is_none_or(|c| c.closed) {
+                        client = Client::connect(port);
+                    }
+                    let headers: Vec<&str> = [header.as_str()]
+                        .into_iter()
+                        .filter(|h| !h.is_empty())
+                        .collect();
+                    let answer = client.as_mut().and_then(|c| c.get(&path, &headers));
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    match answer {
+                        Some(reply) if reply.status == 200 => {}
+                        other => {
+                            let what = match (other, &client) {
+                                (Some(r), _) => format!("{} {}", r.status, r.body),
+                                (None, None) => "cannot connect".to_string(),
+                                (None, Some(c)) => format!("no response: {}", c.error),
+                            };
+                            failures.lock().unwrap().push(what);
+                            client = None;
+                        }
+                    }
+                }
+            }));
+        }
+        Load { workers, ..load }
+    }
+
+    pub fn sent(&self) -> usize {
+        self.sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops the clients: (requests sent, failures).
+    pub fn stop(self) -> (usize, Vec<String>) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        for worker in self.workers {
+            worker.join().unwrap();
+        }
+        let failures = std::mem::take(&mut *self.failures.lock().unwrap());
+        (self.sent.load(Ordering::Relaxed), failures)
+    }
 }
 
 pub fn raw_get(port: u16, path: &str) -> Option<Reply> {
