@@ -105,7 +105,7 @@ pub fn run(port: u16, admin: &str) -> Result<(), DemoError> {
     });
 
     println!("{}", instructions(port, origin, admin));
-    crate::server::run(config, None)?;
+    crate::server::run(config, crate::server::RunOptions::default())?;
     Ok(())
 }
 

@@ -16,6 +16,7 @@ pub mod config;
 pub mod demo;
 pub mod jwks;
 pub mod jwt;
+pub mod lifecycle;
 pub mod metrics;
 pub mod origin;
 pub mod proxy;

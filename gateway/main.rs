@@ -25,6 +25,10 @@ enum Command {
         /// A YAML file, or a folder of *.yaml / *.yml files.
         #[arg(long, short)]
         config: PathBuf,
+        /// Take the listening sockets over from the running process (send
+        /// it SIGQUIT once this one has started) instead of binding them.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a configuration and print every error; exit 1 if any.
     Check {
@@ -65,8 +69,14 @@ fn main() -> ExitCode {
 
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => match config::load(&config) {
-            Ok(loaded) => report(server::run(loaded, Some(config))),
+        Command::Run { config, upgrade } => match config::load(&config) {
+            Ok(loaded) => report(server::run(
+                loaded,
+                server::RunOptions {
+                    path: Some(config),
+                    upgrade,
+                },
+            )),
             Err(errors) => {
                 eprintln!("{errors}");
                 ExitCode::FAILURE

@@ -134,6 +134,11 @@ impl Reloader {
                 old.jwks.cache_dir != settings.jwks.cache_dir,
             ),
             ("jwksCaFile", old.jwks.ca_file != settings.jwks.ca_file),
+            ("drainPeriod", old.drain_seconds != settings.drain_seconds),
+            (
+                "upgradeSocket",
+                old.upgrade_socket != settings.upgrade_socket,
+            ),
         ];
         for (field, changed) in restart_only {
             if changed {

@@ -1,18 +1,22 @@
 //! Assembling the process: one proxy service per listening address, the
 //! admin listener and the background services, on one Pingora server.
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use pingora::server::configuration::ServerConf;
-use pingora::server::Server;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{ExecutionPhase, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::admin::Admin;
 use crate::compile::{compile, settings, Shared};
 use crate::config::{Config, ConfigErrors};
 use crate::jwks::JwksRefresher;
+use crate::lifecycle::{SystemdNotify, UpgradeOnSignal};
 use crate::proxy::Gateway;
 use crate::reload::Reloader;
 
@@ -24,9 +28,18 @@ pub enum StartError {
     Server(String),
 }
 
+/// How a process starts.
+#[derive(Debug, Default, Clone)]
+pub struct RunOptions {
+    /// The config path: reload on SIGHUP and when it changes.
+    pub path: Option<PathBuf>,
+    /// Take the listening sockets over from a running process (binary
+    /// upgrade) instead of binding them.
+    pub upgrade: bool,
+}
+
 /// Compiles `config` and serves it until the process is told to stop.
-/// With `path`, the configuration reloads on SIGHUP and when it changes.
-pub fn run(config: Config, path: Option<std::path::PathBuf>) -> Result<(), StartError> {
+pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     let settings = settings(&config)?;
     let shared = Arc::new(Shared::new(&settings).map_err(|e| {
         let at = config.settings.as_ref().map(|s| s.source.clone());
@@ -39,45 +52,108 @@ pub fn run(config: Config, path: Option<std::path::PathBuf>) -> Result<(), Start
     let snapshot = compile(&config, &shared)?;
     let listeners = snapshot.listener_addrs();
     let state = Arc::new(ArcSwap::from_pointee(snapshot));
+    let admin_addr = settings.admin.to_string();
+    if !options.upgrade {
+        // Pingora panics on a port it cannot bind; say which, and why.
+        for addr in listeners.iter().chain(std::iter::once(&admin_addr)) {
+            std::net::TcpListener::bind(addr)
+                .map_err(|e| StartError::Server(format!("cannot listen on {addr}: {e}")))?;
+        }
+    }
 
     let conf = ServerConf {
         threads: settings.threads,
-        grace_period_seconds: Some(5),
-        graceful_shutdown_timeout_seconds: Some(5),
+        grace_period_seconds: Some(settings.drain_seconds),
+        graceful_shutdown_timeout_seconds: Some(2),
+        upgrade_sock: settings.upgrade_socket.to_string_lossy().into_owned(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
+    let opt = Opt {
+        upgrade: options.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    let handed_over = watch_hand_over(&server);
 
+    // Start order: the key sets first (warm, or given up on), then the
+    // sockets (bound, or taken over from the old process), then the
+    // listeners. An upgrade therefore takes the sockets only once it can
+    // validate tokens, while the old process goes on serving.
+    let keys = server.add_service(background_service(
+        "jwks refresh",
+        JwksRefresher::new(shared.jwks.clone()),
+    ));
+    let sockets = server.bootstrap_as_a_service();
+    sockets.add_dependency(&keys);
+
+    let mut serving = Vec::new();
     for addr in &listeners {
-        let gateway = Gateway::new(addr.clone(), state.clone());
+        let gateway = Gateway::new(addr.clone(), state.clone(), handed_over.clone());
         let mut service = pingora::proxy::http_proxy_service_with_name(
             &server.configuration,
             gateway,
             &format!("listener {addr}"),
         );
         service.add_tcp(addr);
-        server.add_service(service);
+        let handle = server.add_service(service);
+        handle.add_dependency(&sockets);
+        serving.push(handle);
     }
 
     let mut admin = Service::new(
         "admin".to_string(),
         Admin::new(shared.jwks.clone(), shared.tokens.clone()),
     );
-    admin.add_tcp(&settings.admin.to_string());
+    admin.add_tcp(&admin_addr);
     admin.threads = Some(1);
-    server.add_service(admin);
+    let handle = server.add_service(admin);
+    handle.add_dependency(&sockets);
+    serving.push(handle);
 
-    server.add_service(background_service(
-        "jwks refresh",
-        JwksRefresher::new(shared.jwks.clone()),
+    let notify = server.add_service(background_service(
+        "systemd notify",
+        SystemdNotify {
+            listeners: listeners.clone(),
+        },
     ));
+    notify.add_dependencies(&serving);
 
-    if let Some(path) = path {
+    if let Some(upgrade) = UpgradeOnSignal::new(settings.upgrade_socket.clone()) {
+        server.add_service(background_service("upgrade on SIGUSR2", upgrade));
+    }
+
+    if let Some(path) = options.path {
         let reloader = Reloader::new(path, shared.clone(), state.clone(), settings.clone());
         server.add_service(background_service("config reload", reloader));
     }
 
-    tracing::info!(listeners = ?listeners, admin = %settings.admin, "claimgate serving");
+    tracing::info!(listeners = ?listeners, admin = %settings.admin, upgrade = options.upgrade, "claimgate starting");
     server.run_forever()
+}
+
+/// A flag raised when Pingora starts handing the listening sockets to a
+/// new process (SIGQUIT). Pingora keeps serving for five seconds after the
+/// hand-over and then closes idle keep-alive connections; a client sending
+/// on one at that instant sees a reset. Closing each connection after its
+/// next answer instead moves busy clients over in those five seconds.
+fn watch_hand_over(server: &Server) -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let mut phases = server.watch_execution_phase();
+    let raised = flag.clone();
+    let watcher = std::thread::Builder::new()
+        .name("hand-over watch".into())
+        .spawn(move || loop {
+            match phases.blocking_recv() {
+                Ok(ExecutionPhase::GracefulUpgradeTransferringFds) => {
+                    raised.store(true, Ordering::Relaxed);
+                    tracing::info!("sockets handed over: closing each connection after its answer");
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            }
+        });
+    if let Err(error) = watcher {
+        tracing::warn!(%error, "cannot watch for the socket hand-over");
+    }
+    flag
 }

@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +38,9 @@ pub struct Settings {
     pub jwt_cache_size: usize,
     pub max_token_bytes: usize,
     pub trusted_proxies: usize,
+    /// Grace period for requests in flight at shutdown, whole seconds.
+    pub drain_seconds: u64,
+    pub upgrade_socket: PathBuf,
 }
 
 /// What outlives one compiled snapshot: remote key sets (so a recompile
@@ -93,6 +97,7 @@ pub fn settings(config: &Config) -> Result<Settings, ConfigErrors> {
     let refetch_cooldown = duration("jwksRefetchCooldown", &spec.jwks_refetch_cooldown);
     let upstream_connect_timeout =
         duration("upstreamConnectTimeout", &spec.upstream_connect_timeout);
+    let drain = duration("drainPeriod", &spec.drain_period);
     let admin = spec.admin.parse().unwrap_or_else(|_| {
         errors.push(ConfigError::new(
             source,
@@ -130,6 +135,8 @@ pub fn settings(config: &Config) -> Result<Settings, ConfigErrors> {
             jwt_cache_size: spec.jwt_cache_size,
             max_token_bytes: spec.max_token_bytes,
             trusted_proxies: spec.trusted_proxies,
+            drain_seconds: drain.as_secs() + u64::from(drain.subsec_nanos() > 0),
+            upgrade_socket: PathBuf::from(&spec.upgrade_socket),
         })
     } else {
         Err(ConfigErrors(errors))

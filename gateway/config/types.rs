@@ -367,6 +367,14 @@ pub struct SettingsSpec {
     /// A PEM file of CA certificates trusted for `https://` jwksUri, in
     /// addition to the system roots.
     pub jwks_ca_file: Option<String>,
+    /// On SIGTERM (and after handing the sockets over in an upgrade), how
+    /// long requests in flight get to finish before the process exits
+    /// (Istio duration, whole seconds). Default `5s`.
+    pub drain_period: String,
+    /// The Unix socket a new process (`run --upgrade`) receives the
+    /// listening sockets on from the old one. Default
+    /// `/tmp/claimgate-upgrade.sock`.
+    pub upgrade_socket: String,
 }
 
 impl Default for SettingsSpec {
@@ -383,6 +391,8 @@ impl Default for SettingsSpec {
             jwks_refetch_cooldown: "10s".to_string(),
             jwks_cache_dir: None,
             jwks_ca_file: None,
+            drain_period: "5s".to_string(),
+            upgrade_socket: "/tmp/claimgate-upgrade.sock".to_string(),
         }
     }
 }

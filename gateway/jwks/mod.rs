@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use pingora::services::ServiceReadyNotifier;
 use prometheus::IntCounter;
 use tokio::sync::Notify;
 
@@ -113,6 +114,8 @@ pub struct KeySource {
     /// Single flight for unknown-`kid` refetches.
     refetching: tokio::sync::Mutex<()>,
     refetches: IntCounter,
+    /// Fetches finished, good or bad: the start-up warm-up waits for one.
+    attempts: AtomicU64,
 }
 
 impl std::fmt::Debug for KeySource {
@@ -154,6 +157,7 @@ impl KeySource {
     /// persisted), a bad one leaves it, logged and counted either way.
     pub async fn refresh(&self) -> Result<usize, FetchError> {
         let result = self.fetch().await;
+        self.attempts.fetch_add(1, Ordering::Release);
         let label = match &result {
             Ok(_) => "ok",
             Err(e) => e.label(),
@@ -354,6 +358,7 @@ impl JwksRegistry {
             refetches: crate::metrics::get()
                 .jwks_refetches
                 .with_label_values(&[uri]),
+            attempts: AtomicU64::new(0),
         });
         source.load_persisted();
         sources.insert(uri.to_string(), source.clone());
@@ -395,17 +400,56 @@ impl JwksRefresher {
     }
 }
 
+impl JwksRefresher {
+    /// Waits until every source is loaded or its first fetch has finished
+    /// (good or bad), for at most the longest fetch timeout and a second.
+    /// Like Envoy's `fast_listener: false`: the listeners open with keys in
+    /// hand, and an upgrade takes the sockets over only then, while the
+    /// old process keeps serving.
+    async fn warm_up(&self) {
+        let sources = self.registry.sources();
+        let limit =
+            sources.iter().map(|s| s.timeout).max().unwrap_or_default() + Duration::from_secs(1);
+        let settled = || {
+            sources
+                .iter()
+                .all(|s| s.is_loaded() || s.attempts.load(Ordering::Acquire) > 0)
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        while !settled() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let waiting: Vec<&str> = sources
+            .iter()
+            .filter(|s| !s.is_loaded())
+            .map(|s| s.uri.as_str())
+            .collect();
+        if !waiting.is_empty() {
+            tracing::warn!(?waiting, "opening the listeners without these key sets; tokens they sign get 401 until a fetch succeeds");
+        }
+    }
+}
+
 #[async_trait]
 impl BackgroundService for JwksRefresher {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+    async fn start_with_ready_notifier(
+        &self,
+        mut shutdown: ShutdownWatch,
+        ready: ServiceReadyNotifier,
+    ) {
         let interval = self.registry.config.refresh;
         let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+        let mut ready = Some(ready);
         loop {
             for source in self.registry.sources() {
                 if !running.contains_key(&source.uri) {
                     let uri = source.uri.clone();
                     running.insert(uri, tokio::spawn(source.keep_fresh(interval)));
                 }
+            }
+            if let Some(ready) = ready.take() {
+                self.warm_up().await;
+                ready.notify_ready();
             }
             tokio::select! {
                 _ = self.registry.added.notified() => {}

@@ -4,6 +4,7 @@
 mod reject;
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -29,10 +30,18 @@ pub struct Gateway {
     /// Its port, for `to.operation.ports` and `destination.port`.
     port: u16,
     state: Arc<ArcSwap<Snapshot>>,
+    /// Set when the listening sockets have been handed to a new process:
+    /// every answer then closes its connection, so keep-alive clients move
+    /// to the new process on their own before this one stops.
+    handed_over: Arc<AtomicBool>,
 }
 
 impl Gateway {
-    pub fn new(listener: String, state: Arc<ArcSwap<Snapshot>>) -> Gateway {
+    pub fn new(
+        listener: String,
+        state: Arc<ArcSwap<Snapshot>>,
+        handed_over: Arc<AtomicBool>,
+    ) -> Gateway {
         let port = listener
             .parse::<std::net::SocketAddr>()
             .map_or(0, |a| a.port());
@@ -40,6 +49,7 @@ impl Gateway {
             listener,
             port,
             state,
+            handed_over,
         }
     }
 }
@@ -149,6 +159,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if self.handed_over.load(Ordering::Relaxed) {
+            session.set_keepalive(None);
+        }
         let req = session.req_header();
         let now = unix_now();
         let authn = ctx
