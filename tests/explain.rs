@@ -443,3 +443,111 @@ fn bad_arguments_exit_2() {
         assert!(!stderr.is_empty(), "{args:?}");
     }
 }
+
+#[test]
+fn the_readme_example_is_what_explain_prints() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme
+        .find("$ claimgate explain --config conf/jwt-claim-routing")
+        .expect("the README has the example");
+    let block = &readme[start..];
+    let output = &block[block.find("\nrequest: ").unwrap() + 1..];
+    let output = &output[..output.find("```").unwrap()];
+    // The README's command, run where the README runs it.
+    let token = read_fixture("istio/demo.jwt");
+    let out = claimgate()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["explain", "--config", "conf/jwt-claim-routing"])
+        .args(["--jwks", "tests/fixtures/istio/jwks.json", "--now", NOW])
+        .args(["--token", token.trim(), "GET", "http://localhost/headers"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let trace = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(output, trace, "update the README example");
+}
+
+/// The status on the `answer:` line of a trace.
+fn answered_status(trace: &str) -> u16 {
+    let answer = trace
+        .lines()
+        .find_map(|l| l.strip_prefix("answer: "))
+        .unwrap_or_else(|| panic!("no answer in:\n{trace}"));
+    answer[..3].parse().unwrap()
+}
+
+#[test]
+fn explain_answers_as_the_running_gateway_does() {
+    const DENY_FORBIDDEN: &str = r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: deny-forbidden
+  namespace: istio-system
+spec:
+  action: DENY
+  rules:
+  - to: [{operation: {paths: ["/forbidden*"]}}]
+"#;
+    let jwks = jwks_server(&read_fixture("istio/jwks.json"));
+    let httpbin = echo_origin("httpbin");
+    let port = free_port();
+    let open_routes = "  - match:\n    - uri:\n        prefix: /\n      withoutHeaders:\n        \"@request.auth.claims.groups\":\n          exact: group1\n    route:\n    - destination:\n        port:\n          number: 8000\n        host: httpbin\n";
+    let gw = Gateway::start(
+        port,
+        &[
+            ("gateway.yaml", gateway_yaml(port)),
+            (
+                "request-authentication.yaml",
+                task_request_authentication(&format!("http://{jwks}/jwks.json")),
+            ),
+            ("virtual-service.yaml", task_virtual_service(open_routes)),
+            (
+                "httpbin.yaml",
+                service_entry_yaml("httpbin", "httpbin.foo.svc.cluster.local", httpbin),
+            ),
+            ("policies.yaml", DENY_FORBIDDEN.to_string()),
+        ],
+    );
+    let groups = groups_token();
+    let demo = read_fixture("istio/demo.jwt").trim().to_string();
+    let unknown_kid = rs256(json!({"iss": ISTIO_ISSUER, "sub": "x"}));
+    let bearer_groups = bearer(&groups);
+    let bearer_demo = bearer(&demo);
+    let bearer_unknown = bearer(&unknown_kid);
+    let query_groups = format!("/headers?access_token={groups}");
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        ("/headers", vec![]),
+        ("/headers", vec!["Authorization: Bearer some.invalid.token"]),
+        ("/headers", vec![&bearer_groups]),
+        ("/headers", vec![&bearer_demo]),
+        ("/headers", vec![&bearer_unknown]),
+        (&query_groups, vec![]),
+        (&query_groups, vec![&bearer_demo]),
+        ("/headers", vec!["request.auth.claims.groups: group1"]),
+        ("/other", vec![&bearer_demo]),
+        ("/other", vec![&bearer_groups]),
+        ("/forbidden", vec![]),
+        ("/forbidden", vec![&bearer_groups]),
+    ];
+    let jwks_file = istio_jwks();
+    let mut seen = std::collections::BTreeSet::new();
+    for (path, headers) in cases {
+        let real = get(gw.port, path, &headers).status;
+        seen.insert(real);
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let mut args = vec!["--jwks", &jwks_file];
+        for h in &headers {
+            args.extend(["-H", h]);
+        }
+        args.extend(["GET", &url]);
+        let (code, trace, stderr) = explain(&gw.config_dir(), &args);
+        assert_eq!(code, Some(0), "{stderr}");
+        assert_eq!(
+            answered_status(&trace),
+            real,
+            "GET {path} {headers:?}:\n{trace}"
+        );
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), [200, 401, 403, 404]);
+}
