@@ -14,6 +14,7 @@ pub mod authz;
 pub mod compile;
 pub mod config;
 pub mod demo;
+pub mod explain;
 pub mod jwks;
 pub mod jwt;
 pub mod lifecycle;

@@ -1,11 +1,12 @@
-//! The `claimgate` command: run | check | demo.
+//! The `claimgate` command: run | check | demo | origin | explain.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use claimgate::{compile, config, demo, server};
+use claimgate::{compile, config, demo, explain, server};
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +48,34 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// Print the decision trace of one request, offline: listener, virtual
+    /// host, token, policies, routes, destination and the answer. Exit 0
+    /// when the trace is printed (whatever the decision), 2 on a bad
+    /// configuration or argument.
+    Explain {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// A token, sent as `Authorization: Bearer <TOKEN>`.
+        #[arg(long)]
+        token: Option<String>,
+        /// A request header, `name: value` (repeatable).
+        #[arg(short = 'H', long = "header", value_name = "HEADER")]
+        headers: Vec<String>,
+        /// A JWKS file standing in for every rule's jwksUri (nothing is fetched).
+        #[arg(long, value_name = "FILE")]
+        jwks: Option<PathBuf>,
+        /// The time for exp/nbf checks (default: now).
+        #[arg(long, value_name = "UNIX_SECONDS")]
+        now: Option<u64>,
+        /// The client address policies see (source.ip, remote.ip); default: none.
+        #[arg(long, value_name = "IP")]
+        peer: Option<IpAddr>,
+        /// GET, POST, ...
+        method: String,
+        /// http://host[:port]/path?query: the port picks the listener, the
+        /// host is the Host header.
+        url: String,
+    },
     /// Run Istio's "JWT claim based routing" task locally, with no network.
     Demo {
         /// Port of the gateway listener (the task's Gateway says 80).
@@ -84,6 +113,25 @@ fn main() -> ExitCode {
         },
         Command::Check { config } => check(&config),
         Command::Demo { port, admin } => report(demo::run(port, &admin)),
+        Command::Explain {
+            config,
+            token,
+            headers,
+            jwks,
+            now,
+            peer,
+            method,
+            url,
+        } => run_explain(explain::Options {
+            config,
+            method,
+            url,
+            headers,
+            token,
+            jwks,
+            now: now.unwrap_or_else(unix_now),
+            peer,
+        }),
         Command::Origin {
             listen,
             jwks,
@@ -130,6 +178,39 @@ fn report<E: std::fmt::Display>(result: Result<(), E>) -> ExitCode {
     }
 }
 
+/// Exit code of `explain` on a bad configuration or argument.
+const EXPLAIN_USAGE: u8 = 2;
+
+fn run_explain(options: explain::Options) -> ExitCode {
+    match explain::explain(&options) {
+        Ok(trace) => {
+            print!("{trace}");
+            ExitCode::SUCCESS
+        }
+        Err(explain::Error::Usage(message)) => {
+            eprintln!("claimgate explain: {message}");
+            ExitCode::from(EXPLAIN_USAGE)
+        }
+        Err(explain::Error::Config(errors)) => {
+            print_errors(&options.config, &errors);
+            ExitCode::from(EXPLAIN_USAGE)
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn print_errors(path: &std::path::Path, errors: &[config::ConfigError]) {
+    for e in errors {
+        eprintln!("{e}");
+    }
+    eprintln!("{}: {} error(s)", path.display(), errors.len());
+}
+
 /// Loads and compiles without serving: the same code `run` uses.
 fn check(path: &std::path::Path) -> ExitCode {
     let (config, mut errors) = config::read(path);
@@ -160,10 +241,7 @@ fn check(path: &std::path::Path) -> ExitCode {
         }
         ExitCode::SUCCESS
     } else {
-        for e in &errors {
-            eprintln!("{e}");
-        }
-        eprintln!("{}: {} error(s)", path.display(), errors.len());
+        print_errors(path, &errors);
         ExitCode::FAILURE
     }
 }

@@ -45,6 +45,12 @@ impl Cidr {
     }
 }
 
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.bits)
+    }
+}
+
 fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
     let full = usize::from(bits / 8);
     if a[..full] != b[..full] {

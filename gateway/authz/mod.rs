@@ -5,6 +5,7 @@
 
 mod ip;
 
+use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -95,6 +96,18 @@ impl Pattern {
     }
 }
 
+/// As written in the policy: `exact`, `prefix*`, `*suffix`, `*`.
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pattern::Exact(e) => f.write_str(e),
+            Pattern::Prefix(p) => write!(f, "{p}*"),
+            Pattern::Suffix(s) => write!(f, "*{s}"),
+            Pattern::Any => f.write_str("*"),
+        }
+    }
+}
+
 /// The attribute a check reads.
 #[derive(Debug, Clone)]
 enum Attr {
@@ -118,13 +131,73 @@ enum Values {
     Ports(Vec<u16>),
 }
 
+impl fmt::Display for Values {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn list<T: fmt::Display>(f: &mut fmt::Formatter<'_>, items: &[T]) -> fmt::Result {
+            f.write_str("[")?;
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "\"{item}\"")?;
+            }
+            f.write_str("]")
+        }
+        match self {
+            Values::Patterns(p) => list(f, p),
+            Values::Blocks(b) => list(f, b),
+            Values::Ports(p) => list(f, p),
+        }
+    }
+}
+
 /// One field of a rule: does any of its values match the attribute?
 /// `negate` for the `not*` forms and `notValues`.
 #[derive(Debug, Clone)]
-struct Check {
+pub struct Check {
     attr: Attr,
     values: Values,
     negate: bool,
+}
+
+/// The field as the policy names it: `paths ["/admin*"]`,
+/// `notRequestPrincipals ["*"]`, `request.auth.claims[groups] values ["admin"]`.
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let field = |name: &str| -> String {
+            if self.negate {
+                let mut chars = name.chars();
+                let first = chars.next().map(|c| c.to_ascii_uppercase());
+                format!(
+                    "not{}{}",
+                    first.map(String::from).unwrap_or_default(),
+                    chars.as_str()
+                )
+            } else {
+                name.to_string()
+            }
+        };
+        let key = |f: &mut fmt::Formatter<'_>, key: &dyn fmt::Display| {
+            let values = if self.negate { "notValues" } else { "values" };
+            write!(f, "{key} {values} {}", self.values)
+        };
+        match &self.attr {
+            Attr::RequestPrincipal => write!(f, "{} {}", field("requestPrincipals"), self.values),
+            Attr::SourceIp => write!(f, "{} {}", field("ipBlocks"), self.values),
+            Attr::RemoteIp => write!(f, "{} {}", field("remoteIpBlocks"), self.values),
+            Attr::Host => write!(f, "{} {}", field("hosts"), self.values),
+            Attr::Port => write!(f, "{} {}", field("ports"), self.values),
+            Attr::Method => write!(f, "{} {}", field("methods"), self.values),
+            Attr::Path => write!(f, "{} {}", field("paths"), self.values),
+            Attr::Audience => key(f, &"request.auth.audiences"),
+            Attr::Presenter => key(f, &"request.auth.presenter"),
+            Attr::Claim(path) => {
+                let brackets: String = path.segments().iter().map(|s| format!("[{s}]")).collect();
+                key(f, &format_args!("request.auth.claims{brackets}"))
+            }
+            Attr::Header(name) => key(f, &format_args!("request.headers[{name}]")),
+        }
+    }
 }
 
 impl Check {
@@ -169,6 +242,24 @@ impl Check {
     }
 }
 
+/// The first check of `checks` that does not hold (`None`: all hold).
+fn first_failing<'c>(checks: &'c [Check], req: &AuthzRequest<'_>) -> Option<&'c Check> {
+    checks.iter().find(|c| !c.holds(req))
+}
+
+/// When entries are given and none holds: the first failing check of each.
+fn none_holds<'c>(
+    entries: &'c [Vec<Check>],
+    req: &AuthzRequest<'_>,
+) -> Option<Vec<(usize, &'c Check)>> {
+    let failing: Vec<(usize, &Check)> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, checks)| first_failing(checks, req).map(|c| (i, c)))
+        .collect::<Option<_>>()?;
+    (!failing.is_empty()).then_some(failing)
+}
+
 /// A rule: any of its sources, any of its operations, all of its conditions.
 #[derive(Debug, Clone, Default)]
 struct Rule {
@@ -179,10 +270,53 @@ struct Rule {
 
 impl Rule {
     fn matches(&self, req: &AuthzRequest<'_>) -> bool {
-        let all = |checks: &Vec<Check>| checks.iter().all(|c| c.holds(req));
+        let all = |checks: &Vec<Check>| first_failing(checks, req).is_none();
         (self.from.is_empty() || self.from.iter().any(all))
             && (self.to.is_empty() || self.to.iter().any(all))
-            && self.when.iter().all(|c| c.holds(req))
+            && first_failing(&self.when, req).is_none()
+    }
+
+    /// Why the rule does not match, in the order `matches` reads it; `None`
+    /// when it matches. For `explain`, never on the request path.
+    fn miss(&self, req: &AuthzRequest<'_>) -> Option<RuleMiss<'_>> {
+        if let Some(failing) = none_holds(&self.from, req) {
+            return Some(RuleMiss::From(failing));
+        }
+        if let Some(failing) = none_holds(&self.to, req) {
+            return Some(RuleMiss::To(failing));
+        }
+        first_failing(&self.when, req).map(RuleMiss::When)
+    }
+}
+
+/// Why a rule did not match: the first part that failed, with the first
+/// failing check of each of its entries.
+#[derive(Debug)]
+pub enum RuleMiss<'p> {
+    /// No `from[]` source held: (index, its first failing check) for each.
+    From(Vec<(usize, &'p Check)>),
+    /// No `to[]` operation held.
+    To(Vec<(usize, &'p Check)>),
+    /// A `when` condition did not hold.
+    When(&'p Check),
+}
+
+impl fmt::Display for RuleMiss<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let entries = |f: &mut fmt::Formatter<'_>, part: &str, failing: &[(usize, &Check)]| {
+            for (n, (i, check)) in failing.iter().enumerate() {
+                if n > 0 {
+                    f.write_str("; ")?;
+                }
+                write!(f, "{part}[{i}] {check} does not hold")?;
+            }
+            Ok(())
+        };
+        match self {
+            RuleMiss::From(failing) => entries(f, "from", failing),
+            RuleMiss::To(failing) => entries(f, "to", failing),
+            RuleMiss::When(check) => write!(f, "when {check} does not hold"),
+        }
     }
 }
 
@@ -207,7 +341,17 @@ pub struct Policy {
 impl Policy {
     /// An empty rule list matches nothing; `rules: [{}]` matches everything.
     fn matches(&self, req: &AuthzRequest<'_>) -> bool {
-        self.rules.iter().any(|r| r.matches(req))
+        self.first_matching_rule(req).is_some()
+    }
+
+    /// The index of the first rule that matches (`matches` is this).
+    pub fn first_matching_rule(&self, req: &AuthzRequest<'_>) -> Option<usize> {
+        self.rules.iter().position(|r| r.matches(req))
+    }
+
+    /// For each rule, why it does not match (`None`: it matches).
+    pub fn rule_misses(&self, req: &AuthzRequest<'_>) -> Vec<Option<RuleMiss<'_>>> {
+        self.rules.iter().map(|r| r.miss(req)).collect()
     }
 }
 
@@ -250,6 +394,11 @@ impl Authorizer {
 
     pub fn is_empty(&self) -> bool {
         self.deny.is_empty() && self.allow.is_empty() && self.audit.is_empty()
+    }
+
+    /// Every policy, in the order `authorize` reads them: DENY, ALLOW, AUDIT.
+    pub fn policies(&self) -> impl Iterator<Item = &Policy> {
+        self.deny.iter().chain(&self.allow).chain(&self.audit)
     }
 
     pub fn authorize(&self, req: &AuthzRequest<'_>) -> Decision {

@@ -76,6 +76,10 @@ impl Req {
     }
 
     fn allowed_by(&self, a: &Authorizer) -> bool {
+        self.with(|req| a.authorize(req).allowed)
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&AuthzRequest<'_>) -> T) -> T {
         let claims = self.claims.as_object().unwrap();
         let req = AuthzRequest {
             method: self.method,
@@ -92,7 +96,7 @@ impl Req {
                 space_delimited: &[],
             }),
         };
-        a.authorize(&req).allowed
+        f(&req)
     }
 }
 
@@ -175,6 +179,62 @@ fn every_field_in_its_positive_and_not_form() {
             "AUDIT {rules}"
         );
     }
+}
+
+#[test]
+fn a_rule_miss_is_reported_exactly_when_the_rule_does_not_match() {
+    for (rules, matches) in FIELD_CASES {
+        let a = policy("ALLOW", rules);
+        let p = a.policies().next().unwrap();
+        Req::base().with(|req| {
+            let misses = p.rule_misses(req);
+            assert_eq!(misses.iter().any(Option::is_none), *matches, "{rules}");
+            assert_eq!(
+                p.first_matching_rule(req),
+                misses.iter().position(Option::is_none),
+                "{rules}"
+            );
+        });
+    }
+}
+
+#[test]
+fn a_miss_names_the_field_as_the_policy_spells_it() {
+    for (rules, expected) in [
+        (
+            "[{to: [{operation: {notPaths: ['/api/*']}}]}]",
+            r#"to[0] notPaths ["/api/*"] does not hold"#,
+        ),
+        (
+            "[{from: [{source: {ipBlocks: ['10.0.0.0/8']}}, {source: {notRequestPrincipals: ['*']}}]}]",
+            r#"from[0] ipBlocks ["10.0.0.0/8"] does not hold; from[1] notRequestPrincipals ["*"] does not hold"#,
+        ),
+        (
+            "[{when: [{key: 'request.auth.claims[team][name]', values: ['core']}]}]",
+            r#"when request.auth.claims[team][name] values ["core"] does not hold"#,
+        ),
+        (
+            "[{to: [{operation: {methods: ['GET']}}], when: [{key: 'request.headers[x-env]', notValues: ['prod']}]}]",
+            r#"when request.headers[x-env] notValues ["prod"] does not hold"#,
+        ),
+    ] {
+        let a = policy("DENY", rules);
+        let p = a.policies().next().unwrap();
+        let miss = Req::base().with(|req| p.rule_misses(req)[0].as_ref().map(|m| m.to_string()));
+        assert_eq!(miss.as_deref(), Some(expected), "{rules}");
+    }
+}
+
+#[test]
+fn policies_are_listed_in_the_order_they_are_read() {
+    let a = policies(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: audit, namespace: ns}\nspec: {action: AUDIT, rules: [{}]}\n---\n\
+         apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: allow, namespace: ns}\nspec: {rules: [{}]}\n---\n\
+         apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny, namespace: ns}\nspec: {action: DENY, rules: []}\n",
+    )
+    .unwrap();
+    let names: Vec<&str> = a.policies().map(|p| &*p.name).collect();
+    assert_eq!(names, ["ns/deny", "ns/allow", "ns/audit"]);
 }
 
 #[test]

@@ -39,6 +39,23 @@ pub enum TokenLocation {
     Cookie(String),
 }
 
+/// `header authorization (prefix "Bearer ")`, `query parameter access_token`,
+/// `cookie session`.
+impl std::fmt::Display for TokenLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenLocation::Header { name, prefix } if prefix.is_empty() => {
+                write!(f, "header {name}")
+            }
+            TokenLocation::Header { name, prefix } => {
+                write!(f, "header {name} (prefix {prefix:?})")
+            }
+            TokenLocation::Param(param) => write!(f, "query parameter {param}"),
+            TokenLocation::Cookie(cookie) => write!(f, "cookie {cookie}"),
+        }
+    }
+}
+
 impl TokenLocation {
     /// Istio's default: `Authorization: Bearer <token>`, then `?access_token=`.
     pub fn defaults() -> Vec<TokenLocation> {
@@ -272,12 +289,16 @@ impl Authenticator {
         }))
     }
 
-    fn provider_for(&self, issuer: &str, location: usize) -> Option<usize> {
+    /// The rule for a token of `issuer` found at `location` (an index into
+    /// `locations()`): the rule of that issuer, if it reads that location.
+    pub fn provider_for(&self, issuer: &str, location: usize) -> Option<usize> {
         (0..self.providers.len())
             .find(|&i| self.providers[i].issuer == issuer && self.accepts[i][location])
     }
 
-    fn find_token<'r>(
+    /// The token of the request and the index of its location; `Ok(None)`
+    /// when there is none, `MultipleTokens` when two locations disagree.
+    pub fn find_token<'r>(
         &self,
         headers: &'r HeaderMap,
         query: Option<&'r str>,

@@ -21,6 +21,24 @@ pub struct ClaimView<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimPath(Vec<String>);
 
+/// `@request.auth.claims.a.b`, or `@request.auth.claims[a.b][c]` when a
+/// segment holds a dot.
+impl std::fmt::Display for ClaimPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(CLAIM_PREFIX)?;
+        if self.0.iter().any(|s| s.contains('.')) {
+            for segment in &self.0 {
+                write!(f, "[{segment}]")?;
+            }
+        } else {
+            for segment in &self.0 {
+                write!(f, ".{segment}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl ClaimPath {
     /// `None` when `name` is an ordinary header name. With Istio's rules: the
     /// prefix compares case-insensitively; `.` after it splits on dots;
@@ -44,6 +62,11 @@ impl ClaimPath {
             )));
         };
         Some(ClaimPath::new(segments).map_err(|e| format!("`{name}`: {e}")))
+    }
+
+    /// The claim names, outermost first.
+    pub fn segments(&self) -> &[String] {
+        &self.0
     }
 
     /// `a.b.c` as three segments (how `outputClaimToHeaders` names nested claims).

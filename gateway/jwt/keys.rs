@@ -232,6 +232,19 @@ impl KeySet {
         Ok(KeySet { keys })
     }
 
+    /// The keys `verify` tries for a token signed with `alg` naming `kid`:
+    /// the key with that `kid`, or with none, up to 8 keys that fit `alg`.
+    pub fn candidates<'k>(
+        &'k self,
+        alg: Algorithm,
+        kid: Option<&'k str>,
+    ) -> impl Iterator<Item = &'k Jwk> + 'k {
+        self.keys
+            .iter()
+            .filter(move |k| k.fits(alg) && (kid.is_none() || k.kid.as_deref() == kid))
+            .take(MAX_KEYS_WITHOUT_KID)
+    }
+
     /// Verifies `signature` over `message` made with `alg` by the key named
     /// `kid` (or, with no `kid`, by any fitting key).
     pub fn verify(
@@ -241,12 +254,7 @@ impl KeySet {
         message: &[u8],
         signature: &[u8],
     ) -> Result<(), JwtError> {
-        let mut candidates = self
-            .keys
-            .iter()
-            .filter(|k| k.fits(alg) && (kid.is_none() || k.kid.as_deref() == kid))
-            .take(MAX_KEYS_WITHOUT_KID)
-            .peekable();
+        let mut candidates = self.candidates(alg, kid).peekable();
         if candidates.peek().is_none() {
             return Err(JwtError::KidAlgMismatch);
         }

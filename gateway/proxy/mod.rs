@@ -4,6 +4,7 @@
 mod reject;
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,7 +21,7 @@ pub use reject::{Rejection, NO_HEALTHY_UPSTREAM};
 use crate::authz::{remote_ip, AuthzRequest, Decision};
 use crate::jwt::authn::{strip_cookie, strip_query_param};
 use crate::jwt::{Authenticated, TokenLocation};
-use crate::routing::{host_without_port, RequestView};
+use crate::routing::{host_without_port, ClaimView, RequestView};
 use crate::snapshot::Snapshot;
 
 /// The gateway as seen by one listener.
@@ -42,9 +43,7 @@ impl Gateway {
         state: Arc<ArcSwap<Snapshot>>,
         handed_over: Arc<AtomicBool>,
     ) -> Gateway {
-        let port = listener
-            .parse::<std::net::SocketAddr>()
-            .map_or(0, |a| a.port());
+        let port = listener_port(&listener);
         Gateway {
             listener,
             port,
@@ -119,6 +118,65 @@ fn authority(req: &RequestHeader) -> &str {
         .unwrap_or("")
 }
 
+/// The host routes and policies read: `Host` (or the URI's authority)
+/// without its port, lower case (borrowed unless it had upper case).
+pub fn request_host(req: &RequestHeader) -> Cow<'_, str> {
+    let host = host_without_port(authority(req));
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+/// What AuthorizationPolicies read of a request that arrived on `port` from
+/// `peer` (behind `trusted_proxies` hops), with its verified token and that
+/// token's claims, if any.
+pub fn authz_request<'r>(
+    req: &'r RequestHeader,
+    host: &'r str,
+    port: u16,
+    peer: Option<IpAddr>,
+    trusted_proxies: usize,
+    authn: Option<&'r Authenticated>,
+    claims: Option<ClaimView<'r>>,
+) -> AuthzRequest<'r> {
+    AuthzRequest {
+        method: req.method.as_str(),
+        path: req.uri.path(),
+        host,
+        port,
+        headers: &req.headers,
+        source_ip: peer,
+        remote_ip: remote_ip(&req.headers, peer, trusted_proxies),
+        principal: authn.map(|a| a.token.principal()),
+        audiences: authn.map_or(&[], |a| a.token.aud.as_slice()),
+        claims,
+    }
+}
+
+/// What routes read of a request.
+pub fn route_view<'r>(
+    req: &'r RequestHeader,
+    host: &'r str,
+    claims: Option<ClaimView<'r>>,
+) -> RequestView<'r> {
+    RequestView {
+        method: req.method.as_str(),
+        path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+        authority: host,
+        headers: &req.headers,
+        claims,
+    }
+}
+
+/// The port of a listening address such as `0.0.0.0:80` (0 if it has none).
+pub fn listener_port(listener: &str) -> u16 {
+    listener
+        .parse::<std::net::SocketAddr>()
+        .map_or(0, |a| a.port())
+}
+
 impl Gateway {
     /// Answers with `rejection` and records it.
     async fn reject(
@@ -174,12 +232,7 @@ impl ProxyHttp for Gateway {
         }
 
         let req = session.req_header();
-        let host = host_without_port(authority(req));
-        let host: Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            Cow::Owned(host.to_ascii_lowercase())
-        } else {
-            Cow::Borrowed(host)
-        };
+        let host = request_host(req);
         let claims = ctx.authn.as_ref().map(|a| ctx.snap.authn.claims(a));
 
         if !ctx.snap.authz.is_empty() {
@@ -187,18 +240,15 @@ impl ProxyHttp for Gateway {
                 .client_addr()
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip());
-            let decision = ctx.snap.authz.authorize(&AuthzRequest {
-                method: req.method.as_str(),
-                path: req.uri.path(),
-                host: &host,
-                port: self.port,
-                headers: &req.headers,
-                source_ip: peer,
-                remote_ip: remote_ip(&req.headers, peer, ctx.snap.trusted_proxies),
-                principal: ctx.authn.as_ref().map(|a| a.token.principal()),
-                audiences: ctx.authn.as_ref().map_or(&[], |a| a.token.aud.as_slice()),
+            let decision = ctx.snap.authz.authorize(&authz_request(
+                req,
+                &host,
+                self.port,
+                peer,
+                ctx.snap.trusted_proxies,
+                ctx.authn.as_ref(),
                 claims,
-            });
+            ));
             for policy in &decision.audited {
                 tracing::info!(policy = %policy, method = %req.method, path = req.uri.path(), "AUDIT policy matched");
             }
@@ -209,13 +259,7 @@ impl ProxyHttp for Gateway {
             }
         }
 
-        let view = RequestView {
-            method: req.method.as_str(),
-            path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
-            authority: &host,
-            headers: &req.headers,
-            claims,
-        };
+        let view = route_view(req, &host, claims);
         let route = ctx
             .snap
             .listeners

@@ -80,6 +80,26 @@ impl StringMatcher {
     }
 }
 
+/// `exact "v"`, `prefix "v"`, `regex "v"` (as written, without the
+/// anchors added at compile time) or `present` (`{}`).
+impl std::fmt::Display for StringMatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StringMatcher::Exact(e) => write!(f, "exact {e:?}"),
+            StringMatcher::Prefix(p) => write!(f, "prefix {p:?}"),
+            StringMatcher::Regex(r) => {
+                let text = r.as_str();
+                let text = text
+                    .strip_prefix("^(?:")
+                    .and_then(|t| t.strip_suffix(")$"))
+                    .unwrap_or(text);
+                write!(f, "regex {text:?}")
+            }
+            StringMatcher::Present => f.write_str("present"),
+        }
+    }
+}
+
 fn first_line(s: &str) -> String {
     s.lines()
         .map(str::trim)

@@ -4,6 +4,7 @@
 mod matchers;
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName};
@@ -67,6 +68,31 @@ impl Condition {
     }
 }
 
+/// As the configuration spells it: `uri: prefix "/headers"`,
+/// `@request.auth.claims.groups: exact "group1"`.
+impl fmt::Display for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Condition::Uri {
+                matcher,
+                ignore_case,
+            } => {
+                write!(f, "uri: {matcher}")?;
+                if *ignore_case {
+                    f.write_str(" (ignoreUriCase)")?;
+                }
+                Ok(())
+            }
+            Condition::Method(m) => write!(f, "method: {m}"),
+            Condition::Authority(m) => write!(f, "authority: {m}"),
+            Condition::Header(name, m) => write!(f, "header {name}: {m}"),
+            Condition::WithoutHeader(name, m) => write!(f, "without header {name}: {m}"),
+            Condition::Claim(path, m) => write!(f, "{path}: {m}"),
+            Condition::WithoutClaim(path, m) => write!(f, "without {path}: {m}"),
+        }
+    }
+}
+
 /// Envoy sees a header sent several times as one value joined by `,`.
 fn header_matches(headers: &HeaderMap, name: &HeaderName, m: &StringMatcher) -> bool {
     let mut values = headers.get_all(name).iter();
@@ -93,7 +119,13 @@ pub struct MatchRule {
 
 impl MatchRule {
     pub fn matches(&self, req: &RequestView<'_>) -> bool {
-        self.conditions.iter().all(|c| c.holds(req))
+        self.first_failing(req).is_none()
+    }
+
+    /// The first condition that does not hold (`None`: the entry matches).
+    /// `matches` is this, so `explain` reports exactly what routing decided.
+    pub fn first_failing(&self, req: &RequestView<'_>) -> Option<&Condition> {
+        self.conditions.iter().find(|c| !c.holds(req))
     }
 }
 
@@ -101,7 +133,8 @@ impl MatchRule {
 /// the cluster it sends to.
 #[derive(Debug, Clone)]
 pub struct Route {
-    /// `route name` or `<namespace>/<virtualservice>#<index>`: bounded, from config.
+    /// `<namespace>/<virtualservice>/<name>`, or `.../http[<index>]` for an
+    /// unnamed route: bounded, from config.
     pub name: Arc<str>,
     pub matches: Vec<MatchRule>,
     /// Index into the snapshot's clusters.
@@ -111,6 +144,27 @@ pub struct Route {
 impl Route {
     pub fn matches(&self, req: &RequestView<'_>) -> bool {
         self.matches.is_empty() || self.matches.iter().any(|m| m.matches(req))
+    }
+}
+
+/// The host pattern of a virtual host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VirtualHost<'t> {
+    /// `api.example.com`
+    Exact(&'t str),
+    /// `*.example.com`, held as its suffix `.example.com`.
+    Wildcard(&'t str),
+    /// `*`
+    Any,
+}
+
+impl fmt::Display for VirtualHost<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VirtualHost::Exact(host) => write!(f, "{host} (exact)"),
+            VirtualHost::Wildcard(suffix) => write!(f, "*{suffix} (wildcard)"),
+            VirtualHost::Any => f.write_str("* (any host)"),
+        }
     }
 }
 
@@ -153,17 +207,23 @@ impl HostTable {
     /// The routes of the most specific virtual host for `host` (lower case,
     /// without port): exact, then the longest wildcard suffix, then `*`.
     pub fn routes_for(&self, host: &str) -> &[Route] {
-        if let Some(routes) = self.exact.get(host) {
-            return routes;
+        self.virtual_host(host).map_or(&[], |(_, routes)| routes)
+    }
+
+    /// `routes_for`, saying which host pattern was chosen; `None` when no
+    /// virtual host serves `host`.
+    pub fn virtual_host(&self, host: &str) -> Option<(VirtualHost<'_>, &[Route])> {
+        if let Some((exact, routes)) = self.exact.get_key_value(host) {
+            return Some((VirtualHost::Exact(exact), routes));
         }
-        if let Some((_, routes)) = self
+        if let Some((suffix, routes)) = self
             .suffixes
             .iter()
             .find(|(s, _)| host.ends_with(s.as_str()))
         {
-            return routes;
+            return Some((VirtualHost::Wildcard(suffix), routes));
         }
-        self.any.as_deref().unwrap_or(&[])
+        self.any.as_deref().map(|routes| (VirtualHost::Any, routes))
     }
 
     /// The first route that matches.
@@ -221,6 +281,120 @@ mod tests {
         assert_eq!(first("v1.api.example.com").as_deref(), Some("deeper"));
         assert_eq!(first("www.example.com").as_deref(), Some("wild"));
         assert_eq!(first("example.org").as_deref(), Some("any"));
+    }
+
+    #[test]
+    fn the_virtual_host_says_which_pattern_was_chosen() {
+        let mut t = HostTable::default();
+        t.add("api.example.com", [route("exact")]);
+        t.add("*.example.com", [route("wild")]);
+        assert_eq!(
+            t.virtual_host("api.example.com").map(|(h, _)| h),
+            Some(VirtualHost::Exact("api.example.com"))
+        );
+        let (host, routes) = t.virtual_host("www.example.com").unwrap();
+        assert_eq!(host.to_string(), "*.example.com (wildcard)");
+        assert_eq!(&*routes[0].name, "wild");
+        assert!(t.virtual_host("example.org").is_none());
+        t.add("*", [route("any")]);
+        assert_eq!(
+            t.virtual_host("example.org").map(|(h, _)| h),
+            Some(VirtualHost::Any)
+        );
+    }
+
+    #[test]
+    fn the_first_failing_condition_is_the_one_that_decided() {
+        let claim = |name: &str| ClaimPath::from_header_name(name).unwrap().unwrap();
+        let rule = MatchRule {
+            name: None,
+            conditions: vec![
+                Condition::Uri {
+                    matcher: StringMatcher::Prefix("/headers".into()),
+                    ignore_case: false,
+                },
+                Condition::Claim(
+                    claim("@request.auth.claims.groups"),
+                    StringMatcher::Exact("group1".into()),
+                ),
+            ],
+        };
+        let headers = HeaderMap::new();
+        let mut req = RequestView {
+            method: "GET",
+            path: "/headers",
+            authority: "h",
+            headers: &headers,
+            claims: None,
+        };
+        let failing = rule.first_failing(&req).map(|c| c.to_string());
+        assert_eq!(
+            failing.as_deref(),
+            Some(r#"@request.auth.claims.groups: exact "group1""#)
+        );
+        assert!(!rule.matches(&req));
+        req.path = "/ip";
+        let failing = rule.first_failing(&req).map(|c| c.to_string());
+        assert_eq!(failing.as_deref(), Some(r#"uri: prefix "/headers""#));
+        let claims = serde_json::json!({"groups": ["group2", "group1"]});
+        req.path = "/headers?x=1";
+        req.claims = Some(ClaimView {
+            claims: claims.as_object().unwrap(),
+            space_delimited: &[],
+        });
+        assert!(rule.first_failing(&req).is_none());
+        assert!(rule.matches(&req));
+    }
+
+    #[test]
+    fn conditions_display_as_the_configuration_spells_them() {
+        let sm = |exact: Option<&str>, prefix: Option<&str>, regex: Option<&str>| {
+            let m = crate::config::StringMatch {
+                exact: exact.map(Into::into),
+                prefix: prefix.map(Into::into),
+                regex: regex.map(Into::into),
+            };
+            StringMatcher::compile(&m, true, false).unwrap()
+        };
+        let name = HeaderName::from_static("x-env");
+        let claim = |n: &str| ClaimPath::from_header_name(n).unwrap().unwrap();
+        for (condition, text) in [
+            (
+                Condition::Uri {
+                    matcher: sm(None, Some("/api"), None),
+                    ignore_case: true,
+                },
+                r#"uri: prefix "/api" (ignoreUriCase)"#,
+            ),
+            (
+                Condition::Method(sm(None, None, Some("GET|HEAD"))),
+                r#"method: regex "GET|HEAD""#,
+            ),
+            (
+                Condition::Header(name.clone(), sm(None, None, None)),
+                "header x-env: present",
+            ),
+            (
+                Condition::WithoutHeader(name, sm(Some("dev"), None, None)),
+                r#"without header x-env: exact "dev""#,
+            ),
+            (
+                Condition::WithoutClaim(
+                    claim("@request.auth.claims[a.b][c]"),
+                    sm(Some("x"), None, None),
+                ),
+                r#"without @request.auth.claims[a.b][c]: exact "x""#,
+            ),
+            (
+                Condition::Claim(
+                    claim("@request.auth.claims.team.name"),
+                    sm(Some("edge"), None, None),
+                ),
+                r#"@request.auth.claims.team.name: exact "edge""#,
+            ),
+        ] {
+            assert_eq!(condition.to_string(), text);
+        }
     }
 
     #[test]

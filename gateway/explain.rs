@@ -1,0 +1,915 @@
+//! `claimgate explain`: the decision trace of one request, offline.
+//!
+//! The configuration is loaded and compiled as `run` compiles it, and the
+//! request is read through the same functions the proxy uses
+//! (`proxy::request_host`, `authz_request`, `route_view`), authenticated by
+//! the snapshot's `Authenticator`, authorized by its `Authorizer` and routed
+//! by its `HostTable`: every decision printed is the one those functions
+//! return. The trace around them (which condition failed, which key was
+//! tried) comes from the small trace functions beside them
+//! (`MatchRule::first_failing`, `Policy::rule_misses`, `KeySet::candidates`).
+//! Nothing is fetched and no socket is opened: a rule's `jwksUri` is served
+//! by `--jwks FILE`, or has no keys, as at a gateway's start.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use http::header::{HeaderName, HeaderValue, HOST};
+use pingora::http::RequestHeader;
+use serde_json::Value;
+
+use crate::compile::{self, Shared};
+use crate::config::{self, Config, ConfigError};
+use crate::jwt::{parse, Authenticated, JwtError, KeySet, UnverifiedToken};
+use crate::proxy::{authz_request, listener_port, request_host, route_view, Rejection};
+use crate::routing::{Condition, RequestView, Route};
+use crate::snapshot::Snapshot;
+
+/// What to explain.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A YAML file or a folder, as for `run`.
+    pub config: PathBuf,
+    pub method: String,
+    /// `http://host[:port]/path?query`: the port picks the listener, the host
+    /// is the `Host` header (unless a `-H Host:` says otherwise).
+    pub url: String,
+    /// `name: value` request headers.
+    pub headers: Vec<String>,
+    /// Sent as `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// A key set standing in for every `jwksUri`.
+    pub jwks: Option<PathBuf>,
+    /// Unix time for `exp` and `nbf`.
+    pub now: u64,
+    /// The client address (`source.ip`, and `remote.ip` without trusted proxies).
+    pub peer: Option<IpAddr>,
+}
+
+/// Why no trace could be printed.
+#[derive(Debug)]
+pub enum Error {
+    /// The configuration does not load or compile: every error, located.
+    Config(Vec<ConfigError>),
+    /// A bad argument.
+    Usage(String),
+}
+
+/// The trace, as text.
+pub fn explain(options: &Options) -> Result<String, Error> {
+    let request = build_request(options)?;
+    let jwks = match &options.jwks {
+        Some(path) => {
+            let text = std::fs::read(path)
+                .map_err(|e| Error::Usage(format!("--jwks {}: {e}", path.display())))?;
+            let keys = KeySet::from_json(&text)
+                .map_err(|e| Error::Usage(format!("--jwks {}: {e}", path.display())))?;
+            Some((path.as_path(), Arc::new(keys)))
+        }
+        None => None,
+    };
+    let (config, mut errors) = config::read(&options.config);
+    let shared = Shared::default();
+    let mut snapshot = None;
+    if let Some(config) = &config {
+        match compile::compile(config, &shared) {
+            Ok(s) => snapshot = Some(s),
+            Err(e) => errors.extend(e.0),
+        }
+    }
+    let (Some(config), Some(snapshot), true) = (config, snapshot, errors.is_empty()) else {
+        return Err(Error::Config(errors));
+    };
+    // Offline, the file stands in for every remote key set.
+    let remote = shared.jwks.sources();
+    if let Some((_, keys)) = &jwks {
+        for source in &remote {
+            source.slot.store(Some(keys.clone()));
+        }
+    }
+    let trace = Trace {
+        config: &config,
+        snap: &snapshot,
+        remote: &remote,
+        jwks: jwks.as_ref().map(|(path, keys)| (*path, keys.keys.len())),
+        options,
+        out: String::new(),
+    };
+    Ok(trace.run(&request))
+}
+
+/// The request, and the port its URL names.
+struct Request {
+    header: RequestHeader,
+    port: u16,
+    /// The URL's host, for choosing among listeners bound to several addresses.
+    url_host: String,
+}
+
+fn build_request(options: &Options) -> Result<Request, Error> {
+    let usage = |m: String| Error::Usage(m);
+    let uri: http::Uri = options
+        .url
+        .parse()
+        .map_err(|e| usage(format!("`{}` is not a URL: {e}", options.url)))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return Err(usage(format!(
+            "`{}` is not an absolute URL such as http://example.com/path",
+            options.url
+        )));
+    };
+    let default_port = match scheme {
+        "http" => 80,
+        "https" => 443,
+        other => return Err(usage(format!("scheme `{other}` is not http or https"))),
+    };
+    let port = authority.port_u16().unwrap_or(default_port);
+    let method = http::Method::from_bytes(options.method.as_bytes())
+        .map_err(|_| usage(format!("`{}` is not an HTTP method", options.method)))?;
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut header = RequestHeader::build(method, path.as_bytes(), None)
+        .map_err(|e| usage(format!("cannot build the request: {e}")))?;
+    for h in &options.headers {
+        let Some((name, value)) = h.split_once(':') else {
+            return Err(usage(format!("-H `{h}`: expected `name: value`")));
+        };
+        append(&mut header, name.trim(), value.trim())?;
+    }
+    if let Some(token) = &options.token {
+        append(
+            &mut header,
+            "authorization",
+            &format!("Bearer {}", token.trim()),
+        )?;
+    }
+    // As a client sends it: the URL's host, and its port when one was written.
+    let url_host = authority.host().to_string();
+    if header.headers.get(HOST).is_none() {
+        let host = match authority.port() {
+            Some(p) => format!("{url_host}:{p}"),
+            None => url_host.clone(),
+        };
+        append(&mut header, "host", &host)?;
+    }
+    Ok(Request {
+        header,
+        port,
+        url_host,
+    })
+}
+
+fn append(header: &mut RequestHeader, name: &str, value: &str) -> Result<(), Error> {
+    let usage = |m: String| Error::Usage(m);
+    let name = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+        .map_err(|_| usage(format!("`{name}` is not a valid header name")))?;
+    let value = HeaderValue::from_str(value)
+        .map_err(|_| usage(format!("the value of `{name}` is not a valid header value")))?;
+    header
+        .append_header(name, value)
+        .map_err(|e| usage(e.to_string()))?;
+    Ok(())
+}
+
+struct Trace<'a> {
+    config: &'a Config,
+    snap: &'a Snapshot,
+    /// Every `jwksUri` source the rules use.
+    remote: &'a [Arc<crate::jwks::KeySource>],
+    /// `--jwks`: its path and how many usable keys it has.
+    jwks: Option<(&'a Path, usize)>,
+    options: &'a Options,
+    out: String,
+}
+
+/// Appends one line to the trace.
+macro_rules! line {
+    ($t:expr, $($arg:tt)*) => {{
+        let _ = writeln!($t.out, $($arg)*);
+    }};
+}
+
+impl Trace<'_> {
+    fn run(mut self, request: &Request) -> String {
+        let req = &request.header;
+        line!(self, "request: {} {}", req.method, self.options.url);
+        for (name, value) in &req.headers {
+            line!(
+                self,
+                "  {name}: {}",
+                shorten(&String::from_utf8_lossy(value.as_bytes()))
+            );
+        }
+        line!(
+            self,
+            "  time: {} (exp/nbf checks; --now sets it)",
+            self.options.now
+        );
+
+        // Listener: the Gateway server bound to the URL's port.
+        let Some(listener) = self.listener(request) else {
+            line!(
+                self,
+                "answer: no listener on port {}: the connection is refused",
+                request.port
+            );
+            return self.out;
+        };
+        let port = listener_port(&listener);
+        let host = request_host(req);
+        let table = &self.snap.listeners[&listener];
+        let virtual_host = table.virtual_host(&host);
+        match virtual_host {
+            Some((pattern, routes)) => line!(
+                self,
+                "virtual host: {host:?} matched {pattern}: {} route(s)",
+                routes.len()
+            ),
+            None => {
+                let mut known: Vec<String> = table
+                    .hosts()
+                    .map(|(h, _)| {
+                        if h.starts_with('.') {
+                            format!("*{h}")
+                        } else {
+                            h.to_string()
+                        }
+                    })
+                    .collect();
+                known.sort();
+                line!(
+                    self,
+                    "virtual host: none for {host:?} (this listener serves: {})",
+                    if known.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                );
+            }
+        }
+
+        // Authentication.
+        let authn = self.authenticate(req);
+        let authn = match authn {
+            Ok(authn) => authn,
+            Err(e) => {
+                line!(
+                    self,
+                    "authorization: not evaluated (refused at authentication)"
+                );
+                line!(self, "routes: not evaluated (refused at authentication)");
+                line!(self, "answer: {}", answer(Rejection::Jwt(e)));
+                return self.out;
+            }
+        };
+        let claims = authn.as_ref().map(|a| self.snap.authn.claims(a));
+
+        // Authorization, as request_filter runs it: only when there are policies.
+        if !self.authorize(req, &host, port, authn.as_ref(), claims) {
+            line!(self, "routes: not evaluated (refused by authorization)");
+            line!(self, "answer: {}", answer(Rejection::Denied));
+            return self.out;
+        }
+
+        // Routing.
+        let view = route_view(req, &host, claims);
+        let routes = virtual_host.map_or(&[][..], |(_, routes)| routes);
+        if !routes.is_empty() {
+            line!(self, "routes, in order:");
+        }
+        for (i, route) in routes.iter().enumerate() {
+            if route.matches(&view) {
+                line!(self, "  {}: matched", route.name);
+                if i + 1 < routes.len() {
+                    line!(
+                        self,
+                        "  ({} later route(s) not tried)",
+                        routes.len() - i - 1
+                    );
+                }
+                break;
+            }
+            self.route_miss(route, &view);
+        }
+        let Some(route) = table.select(&view) else {
+            line!(self, "route: none matched");
+            line!(self, "answer: {}", answer(Rejection::NoRoute));
+            return self.out;
+        };
+        line!(self, "route: {}", route.name);
+
+        // Destination.
+        let Some(cluster) = self.snap.clusters.get(route.cluster) else {
+            line!(self, "answer: {}", answer(Rejection::NoHealthyUpstream));
+            return self.out;
+        };
+        let endpoints: Vec<String> = cluster.endpoints.iter().map(|e| e.to_string()).collect();
+        line!(
+            self,
+            "destination: {} (endpoints, round robin: {})",
+            cluster.name,
+            if endpoints.is_empty() {
+                "none".to_string()
+            } else {
+                endpoints.join(", ")
+            }
+        );
+        if endpoints.is_empty() {
+            line!(self, "answer: {}", answer(Rejection::NoHealthyUpstream));
+            return self.out;
+        }
+        self.upstream_request(req, authn.as_ref());
+        line!(
+            self,
+            "answer: 200 routed to {} by route {} (the status is the upstream's own; 503 if no endpoint can be reached)",
+            cluster.name,
+            route.name
+        );
+        self.out
+    }
+
+    /// The listening address for the URL's port: the one bound to the URL's
+    /// address when it is an IP, else the one bound to all addresses, else
+    /// the first.
+    fn listener(&mut self, request: &Request) -> Option<String> {
+        let addrs = self.snap.listener_addrs();
+        let on_port: Vec<&String> = addrs
+            .iter()
+            .filter(|a| listener_port(a) == request.port)
+            .collect();
+        let ip = |a: &str| a.parse::<SocketAddr>().ok().map(|s| s.ip());
+        let url_ip = request
+            .url_host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .ok();
+        let chosen = on_port
+            .iter()
+            .find(|a| url_ip.is_some() && ip(a) == url_ip)
+            .or_else(|| {
+                on_port
+                    .iter()
+                    .find(|a| ip(a).is_some_and(|i| i.is_unspecified()))
+            })
+            .or(on_port.first())
+            .map(|a| a.to_string());
+        let Some(chosen) = chosen else {
+            line!(
+                self,
+                "listener: none on port {} (listeners: {})",
+                request.port,
+                if addrs.is_empty() {
+                    "none".to_string()
+                } else {
+                    addrs.join(", ")
+                }
+            );
+            return None;
+        };
+        let mut servers = Vec::new();
+        for gw in &self.config.gateways {
+            for (i, server) in gw.spec.servers.iter().enumerate() {
+                let bind = server
+                    .bind
+                    .as_deref()
+                    .unwrap_or("0.0.0.0")
+                    .parse::<IpAddr>();
+                if bind.is_ok_and(|b| SocketAddr::new(b, server.port.number).to_string() == chosen)
+                {
+                    servers.push(format!(
+                        "Gateway {} servers[{i}] (hosts: {})",
+                        gw.key(),
+                        server.hosts.join(", ")
+                    ));
+                }
+            }
+        }
+        line!(self, "listener: {chosen}: {}", servers.join("; "));
+        let others: Vec<&str> = on_port
+            .iter()
+            .map(|a| a.as_str())
+            .filter(|a| *a != chosen)
+            .collect();
+        if !others.is_empty() {
+            line!(
+                self,
+                "  (also on port {}: {}; a request reaches the one bound to the address it was sent to)",
+                request.port,
+                others.join(", ")
+            );
+        }
+        Some(chosen)
+    }
+
+    /// The token part of the trace; the result is `Authenticator::authenticate`'s.
+    fn authenticate(&mut self, req: &RequestHeader) -> Result<Option<Authenticated>, JwtError> {
+        let authn = &self.snap.authn;
+        let query = req.uri.query();
+        let result = authn.authenticate(&req.headers, query, self.options.now);
+        if authn.providers().is_empty() {
+            line!(
+                self,
+                "token: not read (no RequestAuthentication rule applies: a token passes through unchecked)"
+            );
+            return result;
+        }
+        match authn.find_token(&req.headers, query) {
+            Err(_) => line!(
+                self,
+                "token: found at more than one location, with different values"
+            ),
+            Ok(None) => {
+                let looked: Vec<String> = authn.locations().iter().map(|l| l.to_string()).collect();
+                line!(self, "token: none (looked in: {})", looked.join(", "));
+                line!(self, "  no identity: the request goes on without one");
+            }
+            Ok(Some((token, location))) => {
+                let at = &authn.locations()[location];
+                let readers: Vec<String> = (0..authn.providers().len())
+                    .filter(|&p| authn.providers()[p].locations.contains(at))
+                    .map(|p| self.rule_name(p))
+                    .collect();
+                line!(self, "token: {at}, read by {}", readers.join(", "));
+                match parse(token) {
+                    Ok(parsed) => self.describe_token(&parsed, location),
+                    Err(e) => line!(self, "  does not parse: {e}"),
+                }
+            }
+        }
+        match &result {
+            Ok(Some(a)) => {
+                line!(self, "  result: valid; principal {}", a.token.principal());
+                let claims = serde_json::to_string(&a.token.claims).unwrap_or_default();
+                line!(self, "  claims: {claims}");
+            }
+            Ok(None) => {}
+            Err(e) => line!(self, "  result: {}", answer(Rejection::Jwt(*e))),
+        }
+        result
+    }
+
+    /// Issuer, rule, key set and candidate keys of a parsed token.
+    fn describe_token(&mut self, token: &UnverifiedToken<'_>, location: usize) {
+        let authn = &self.snap.authn;
+        let kid = token.kid.as_deref();
+        line!(
+            self,
+            "  header: alg {}, kid {}",
+            token.alg.name(),
+            kid.map_or("(none)".to_string(), |k| format!("{k:?}"))
+        );
+        let claims = &token.claims;
+        let times: Vec<String> = [("exp", claims.exp), ("nbf", claims.nbf)]
+            .into_iter()
+            .filter_map(|(name, t)| t.map(|t| format!("{name} {t}")))
+            .collect();
+        if !times.is_empty() {
+            line!(self, "  {} (now {})", times.join(", "), self.options.now);
+        }
+        let Some(issuer) = claims.iss.as_deref() else {
+            line!(self, "  issuer: none (a token without iss matches no rule)");
+            return;
+        };
+        let Some(p) = authn.provider_for(issuer, location) else {
+            let same_issuer =
+                (0..authn.providers().len()).find(|&p| authn.providers()[p].issuer == issuer);
+            match same_issuer {
+                Some(p) => {
+                    let reads: Vec<String> = authn.providers()[p]
+                        .locations
+                        .iter()
+                        .map(|l| l.to_string())
+                        .collect();
+                    line!(
+                        self,
+                        "  issuer: {issuer:?}: its rule {} does not read this location (it reads: {})",
+                        self.rule_name(p),
+                        reads.join(", ")
+                    );
+                }
+                None => {
+                    let known: Vec<String> = authn
+                        .providers()
+                        .iter()
+                        .map(|p| format!("{:?}", p.issuer))
+                        .collect();
+                    line!(
+                        self,
+                        "  issuer: {issuer:?}: no rule has it (issuers: {})",
+                        known.join(", ")
+                    );
+                }
+            }
+            return;
+        };
+        let provider = &authn.providers()[p];
+        line!(self, "  issuer: {issuer:?}: rule {}", self.rule_name(p));
+        if !provider.validation.audiences.is_empty() {
+            line!(
+                self,
+                "  audiences: token {:?}, rule accepts {:?}",
+                claims.aud,
+                provider.validation.audiences
+            );
+        }
+        let remote = self
+            .remote
+            .iter()
+            .find(|s| Arc::ptr_eq(&s.slot, &provider.keys))
+            .map(|s| s.uri.clone());
+        let keys = provider.keys.load_full();
+        match (&remote, self.jwks) {
+            (Some(uri), Some((path, n))) => line!(
+                self,
+                "  keys: jwksUri {uri}, not fetched: --jwks {} stands in ({n} key(s))",
+                path.display()
+            ),
+            (Some(uri), None) => line!(
+                self,
+                "  keys: jwksUri {uri}, not fetched and no --jwks FILE given: no keys, as at a gateway's start before the first fetch"
+            ),
+            (None, _) => line!(
+                self,
+                "  keys: inline jwks ({} key(s))",
+                keys.as_ref().map_or(0, |k| k.keys.len())
+            ),
+        }
+        let Some(keys) = keys else {
+            return;
+        };
+        let candidates: Vec<String> = keys
+            .candidates(token.alg, kid)
+            .map(|k| {
+                let own = k
+                    .alg
+                    .map_or(String::new(), |a| format!(", alg {}", a.name()));
+                let kid = k
+                    .kid
+                    .as_deref()
+                    .map_or("(none)".to_string(), |k| format!("{k:?}"));
+                format!("kid {kid}{own}, {:?}", k.material)
+            })
+            .collect();
+        if candidates.is_empty() {
+            let kids: Vec<String> = keys
+                .keys
+                .iter()
+                .map(|k| {
+                    k.kid
+                        .as_deref()
+                        .map_or("(none)".to_string(), |k| format!("{k:?}"))
+                })
+                .collect();
+            line!(
+                self,
+                "  key: none in the set fits kid {} and alg {} (kids in the set: {})",
+                kid.map_or("(none)".to_string(), |k| format!("{k:?}")),
+                token.alg.name(),
+                kids.join(", ")
+            );
+            if remote.is_some() {
+                line!(
+                    self,
+                    "  (the gateway refetches the jwksUri once, at most every jwksRefetchCooldown, and retries; with the same set the answer is the same)"
+                );
+            }
+        } else {
+            for c in candidates {
+                line!(self, "  key: {c}");
+            }
+        }
+    }
+
+    /// `namespace/name jwtRules[k]` of the rule with this provider's issuer.
+    fn rule_name(&self, provider: usize) -> String {
+        let issuer = &self.snap.authn.providers()[provider].issuer;
+        for ra in &self.config.request_authentications {
+            if let Some(k) = ra.spec.jwt_rules.iter().position(|r| &r.issuer == issuer) {
+                return format!("RequestAuthentication {} jwtRules[{k}]", ra.key());
+            }
+        }
+        format!("the rule of issuer {issuer:?}")
+    }
+
+    /// The policies part of the trace; `true` when the request is allowed.
+    fn authorize(
+        &mut self,
+        req: &RequestHeader,
+        host: &str,
+        port: u16,
+        authn: Option<&Authenticated>,
+        claims: Option<crate::routing::ClaimView<'_>>,
+    ) -> bool {
+        let authz = &self.snap.authz;
+        if authz.is_empty() {
+            line!(
+                self,
+                "authorization: no AuthorizationPolicy applies: allowed"
+            );
+            return true;
+        }
+        let peer = self.options.peer;
+        let areq = authz_request(
+            req,
+            host,
+            port,
+            peer,
+            self.snap.trusted_proxies,
+            authn,
+            claims,
+        );
+        let decision = authz.authorize(&areq);
+        line!(
+            self,
+            "authorization: any matching DENY denies; then, if there are ALLOW policies, one must match; AUDIT only logs"
+        );
+        if peer.is_none() {
+            line!(
+                self,
+                "  (client address unknown: --peer IP sets source.ip/remote.ip)"
+            );
+        }
+        for policy in authz.policies() {
+            let action = format!("{:?}", policy.action).to_uppercase();
+            let misses = policy.rule_misses(&areq);
+            match policy.first_matching_rule(&areq) {
+                Some(i) => line!(self, "  {action} {}: rules[{i}] matched", policy.name),
+                None if misses.is_empty() => {
+                    line!(
+                        self,
+                        "  {action} {}: no rules: matches nothing",
+                        policy.name
+                    )
+                }
+                None => {
+                    line!(self, "  {action} {}: no rule matched", policy.name);
+                    for (i, miss) in misses.iter().enumerate() {
+                        if let Some(miss) = miss {
+                            line!(self, "    rules[{i}]: {miss}");
+                        }
+                    }
+                }
+            }
+        }
+        let rule = |name: &str| {
+            authz
+                .policies()
+                .find(|p| &*p.name == name)
+                .and_then(|p| p.first_matching_rule(&areq))
+                .map_or(String::new(), |i| format!(" rules[{i}]"))
+        };
+        match (&decision.policy, decision.allowed) {
+            (Some(p), true) => line!(self, "  decision: allowed by ALLOW {p}{}", rule(p)),
+            (None, true) => line!(
+                self,
+                "  decision: allowed (no DENY matched, and there is no ALLOW policy)"
+            ),
+            (Some(p), false) => line!(self, "  decision: denied by DENY {p}{}", rule(p)),
+            (None, false) => line!(
+                self,
+                "  decision: denied (there are ALLOW policies and none matched)"
+            ),
+        }
+        for p in &decision.audited {
+            line!(self, "  AUDIT {p} matched: logged and counted, no effect");
+        }
+        decision.allowed
+    }
+
+    /// Why `route` did not match: the first failing condition of each match entry.
+    fn route_miss(&mut self, route: &Route, view: &RequestView<'_>) {
+        let failing: Vec<(usize, Option<&str>, String)> = route
+            .matches
+            .iter()
+            .enumerate()
+            .filter_map(|(j, m)| {
+                m.first_failing(view)
+                    .map(|c| (j, m.name.as_deref(), why(c, view)))
+            })
+            .collect();
+        match failing.as_slice() {
+            [(_, _, why)] if route.matches.len() == 1 => {
+                line!(self, "  {}: no match: {why}", route.name)
+            }
+            _ => {
+                line!(self, "  {}: no match", route.name);
+                for (j, name, why) in failing {
+                    let name = name.map_or(String::new(), |n| format!(" ({n})"));
+                    line!(self, "    match[{j}]{name}: {why}");
+                }
+            }
+        }
+    }
+
+    /// What `upstream_request_filter` changes for a routed request.
+    fn upstream_request(&mut self, req: &RequestHeader, authn: Option<&Authenticated>) {
+        let rules = &self.snap.authn;
+        let removed: Vec<&str> = rules.output_headers().iter().map(|h| h.as_str()).collect();
+        if !removed.is_empty() {
+            line!(
+                self,
+                "upstream request: client copies of {} removed",
+                removed.join(", ")
+            );
+        }
+        let Some(a) = authn else {
+            return;
+        };
+        for (name, value) in rules.outputs(a, &req.headers, req.uri.query()) {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            line!(self, "upstream request: {name}: {}", shorten(&value));
+        }
+        let location = &rules.locations()[a.location];
+        if rules.providers()[a.provider].forward_original_token {
+            line!(
+                self,
+                "upstream request: the token is forwarded (forwardOriginalToken)"
+            );
+        } else {
+            line!(
+                self,
+                "upstream request: the token is removed from {location}"
+            );
+        }
+    }
+}
+
+/// Why `condition` did not hold for `view`, with what the request had.
+fn why(condition: &Condition, view: &RequestView<'_>) -> String {
+    match condition {
+        Condition::Claim(path, _) => match view.claims {
+            None => format!("{condition}: no valid token, claim condition cannot hold"),
+            Some(claims) => match path.lookup(claims.claims) {
+                None => format!("{condition} did not match (the token has no such claim)"),
+                Some(value) => format!("{condition} did not match (claim value {})", json(value)),
+            },
+        },
+        Condition::WithoutClaim(path, _) => {
+            let value = view
+                .claims
+                .and_then(|c| path.lookup(c.claims))
+                .map_or("?".to_string(), json);
+            format!("{condition} did not hold: the claim matches (claim value {value})")
+        }
+        Condition::Uri { .. } => {
+            let path = view.path.split_once('?').map_or(view.path, |(p, _)| p);
+            format!("{condition} did not match (path {path:?})")
+        }
+        Condition::Method(_) => format!("{condition} did not match (method {:?})", view.method),
+        Condition::Authority(_) => {
+            format!("{condition} did not match (authority {:?})", view.authority)
+        }
+        Condition::Header(name, _) => {
+            let values = header_values(view, name);
+            if values.is_empty() {
+                format!("{condition} did not match (no {name} header)")
+            } else {
+                format!("{condition} did not match (value {:?})", values.join(","))
+            }
+        }
+        Condition::WithoutHeader(name, _) => format!(
+            "{condition} did not hold: the header matches (value {:?})",
+            header_values(view, name).join(",")
+        ),
+    }
+}
+
+fn header_values(view: &RequestView<'_>, name: &HeaderName) -> Vec<String> {
+    view.headers
+        .get_all(name)
+        .iter()
+        .map(|v| shorten(&String::from_utf8_lossy(v.as_bytes())))
+        .collect()
+}
+
+fn json(value: &Value) -> String {
+    shorten(&value.to_string())
+}
+
+/// At most 80 characters, so a token or a large claim does not flood the trace.
+fn shorten(text: &str) -> String {
+    const MAX: usize = 80;
+    match text.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}… ({} bytes)", &text[..at], text.len()),
+        None => text.to_string(),
+    }
+}
+
+/// `401 Jwt is expired`, `403 RBAC: access denied`, `404 no route`.
+fn answer(rejection: Rejection) -> String {
+    let body = rejection.body();
+    if body.is_empty() {
+        format!(
+            "{} {}",
+            rejection.status(),
+            rejection.reason().replace('_', " ")
+        )
+    } else {
+        format!("{} {body}", rejection.status())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(method: &str, url: &str, headers: &[&str]) -> Options {
+        Options {
+            config: PathBuf::new(),
+            method: method.into(),
+            url: url.into(),
+            headers: headers.iter().map(|h| h.to_string()).collect(),
+            token: None,
+            jwks: None,
+            now: 0,
+            peer: None,
+        }
+    }
+
+    fn host_of(r: &Request) -> &str {
+        r.header.headers.get(HOST).unwrap().to_str().unwrap()
+    }
+
+    #[test]
+    fn the_url_gives_the_port_and_the_host_header_as_a_client_sends_them() {
+        let r = build_request(&options("GET", "http://Example.com/a?b=1", &[])).unwrap();
+        assert_eq!((r.port, host_of(&r)), (80, "Example.com"));
+        assert_eq!(r.header.uri.path_and_query().unwrap().as_str(), "/a?b=1");
+        assert_eq!(request_host(&r.header), "example.com");
+
+        let r = build_request(&options("POST", "https://example.com", &[])).unwrap();
+        assert_eq!((r.port, r.header.method.as_str()), (443, "POST"));
+        assert_eq!(r.header.uri.path(), "/");
+
+        let r = build_request(&options("GET", "http://[::1]:8080/", &[])).unwrap();
+        assert_eq!(
+            (r.port, host_of(&r), r.url_host.as_str()),
+            (8080, "[::1]:8080", "[::1]")
+        );
+
+        let r = build_request(&options(
+            "GET",
+            "http://a:81/",
+            &["Host: b", "X-A: 1", "x-a: 2"],
+        ))
+        .unwrap();
+        assert_eq!((r.port, host_of(&r)), (81, "b"));
+        assert_eq!(r.header.headers.get_all("x-a").iter().count(), 2);
+    }
+
+    #[test]
+    fn a_token_is_a_bearer_authorization_header() {
+        let mut o = options("GET", "http://a/", &[]);
+        o.token = Some(" a.b.c\n".into());
+        let r = build_request(&o).unwrap();
+        assert_eq!(
+            r.header.headers.get("authorization").unwrap(),
+            "Bearer a.b.c"
+        );
+    }
+
+    #[test]
+    fn bad_requests_are_usage_errors() {
+        for (method, url, headers) in [
+            ("GET", "/relative", &[][..]),
+            ("GET", "ftp://a/", &[]),
+            ("G ET", "http://a/", &[]),
+            ("GET", "http://a/", &["nocolon"]),
+            ("GET", "http://a/", &["bad name: v"]),
+        ] {
+            assert!(
+                matches!(
+                    build_request(&options(method, url, headers)),
+                    Err(Error::Usage(_))
+                ),
+                "{method} {url} {headers:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn answers_use_the_rejection_table() {
+        assert_eq!(answer(Rejection::NoRoute), "404 no route");
+        assert_eq!(answer(Rejection::Denied), "403 RBAC: access denied");
+        assert_eq!(
+            answer(Rejection::Jwt(JwtError::VerificationFail)),
+            "401 Jwt verification fails"
+        );
+        assert_eq!(
+            answer(Rejection::Jwt(JwtError::AudienceNotAllowed)),
+            "403 Audiences in Jwt are not allowed"
+        );
+    }
+
+    #[test]
+    fn long_values_are_shortened_on_a_char_boundary() {
+        assert_eq!(shorten("short"), "short");
+        let long = "é".repeat(100);
+        let short = shorten(&long);
+        assert!(short.starts_with(&"é".repeat(80)));
+        assert!(short.ends_with("… (200 bytes)"));
+    }
+}
