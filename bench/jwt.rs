@@ -226,6 +226,7 @@ fn route_select(c: &mut Criterion) {
                     ],
                 }],
                 cluster: 0,
+                metrics: claimgate::metrics::RouteMetrics::new(&format!("route-{i}"), "c"),
             }),
         );
         let path = format!("/svc-{}/items?x=1", n - 1);

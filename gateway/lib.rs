@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod authz;
 pub mod compile;

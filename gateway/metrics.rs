@@ -3,9 +3,22 @@
 //! from request data, so cardinality is bounded. Handles are resolved when
 //! a config is compiled; requests only increment them.
 
-use std::sync::OnceLock;
+use std::fmt::Display;
+use std::sync::{Arc, OnceLock, RwLock};
 
-use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
+};
+
+/// Label value for a request that matched no route (or no cluster).
+pub const NONE: &str = "(none)";
+
+/// Latency buckets, in seconds: 100 µs to 10 s.
+const BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
 
 pub struct Metrics {
     pub registry: Registry,
@@ -32,6 +45,58 @@ pub struct Metrics {
     pub config_last_success: prometheus::Gauge,
     /// `claimgate_config_pending_restart`.
     pub config_pending_restart: IntGauge,
+    /// `claimgate_requests_total{route, cluster, code}`.
+    pub requests: IntCounterVec,
+    /// `claimgate_request_duration_seconds{route}`.
+    pub request_duration: HistogramVec,
+    /// `claimgate_upstream_response_seconds{cluster}`.
+    pub upstream_response: HistogramVec,
+    /// `claimgate_jwt_validations_total{issuer, result}`.
+    pub jwt_validations: IntCounterVec,
+    /// `claimgate_jwt_cache_{hits,misses,evictions}_total`.
+    pub jwt_cache_hits: IntCounter,
+    pub jwt_cache_misses: IntCounter,
+    pub jwt_cache_evictions: IntCounter,
+    /// `claimgate_upstream_endpoints{cluster}` and `…_healthy{cluster}`, set
+    /// at scrape time.
+    pub upstream_endpoints: IntGaugeVec,
+    pub upstream_endpoints_healthy: IntGaugeVec,
+    /// `claimgate_downstream_requests_active`.
+    pub requests_active: IntGauge,
+    /// `claimgate_access_log_dropped_total`.
+    pub access_log_dropped: IntCounter,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(
+        registry,
+        IntCounter::new(name, help).expect("a valid metric definition"),
+    )
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(
+        registry,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("a valid metric definition"),
+    )
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(
+        registry,
+        IntGaugeVec::new(Opts::new(name, help), labels).expect("a valid metric definition"),
+    )
+}
+
+fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    register(
+        registry,
+        HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()),
+            labels,
+        )
+        .expect("a valid metric definition"),
+    )
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -157,8 +222,83 @@ impl Metrics {
             )
             .expect("a valid metric definition"),
         );
+        let requests = counter_vec(
+            &registry,
+            "claimgate_requests_total",
+            "Requests answered, by route (namespace/virtualservice/name; (none) when none matched), destination cluster ((none) when not routed) and response code.",
+            &["route", "cluster", "code"],
+        );
+        let request_duration = histogram_vec(
+            &registry,
+            "claimgate_request_duration_seconds",
+            "Time from the request header to the end of the answer, by route ((none) when none matched).",
+            &["route"],
+        );
+        let upstream_response = histogram_vec(
+            &registry,
+            "claimgate_upstream_response_seconds",
+            "Time from sending the request upstream to the upstream's response header, by cluster.",
+            &["cluster"],
+        );
+        let jwt_validations = counter_vec(
+            &registry,
+            "claimgate_jwt_validations_total",
+            "Tokens validated, by issuer (as configured; unknown when the token names none of them) and result (valid: signature checked; cached: a cache hit; otherwise the rejection reason).",
+            &["issuer", "result"],
+        );
+        let jwt_cache_hits = counter(
+            &registry,
+            "claimgate_jwt_cache_hits_total",
+            "Token cache lookups that found the token.",
+        );
+        let jwt_cache_misses = counter(
+            &registry,
+            "claimgate_jwt_cache_misses_total",
+            "Token cache lookups that did not find the token.",
+        );
+        let jwt_cache_evictions = counter(
+            &registry,
+            "claimgate_jwt_cache_evictions_total",
+            "Tokens evicted from the token cache to make room.",
+        );
+        let upstream_endpoints = gauge_vec(
+            &registry,
+            "claimgate_upstream_endpoints",
+            "Endpoints of each cluster in the configuration in force.",
+            &["cluster"],
+        );
+        let upstream_endpoints_healthy = gauge_vec(
+            &registry,
+            "claimgate_upstream_endpoints_healthy",
+            "Endpoints of each cluster that the load balancer may pick.",
+            &["cluster"],
+        );
+        let requests_active = register(
+            &registry,
+            IntGauge::new(
+                "claimgate_downstream_requests_active",
+                "Requests being handled now.",
+            )
+            .expect("a valid metric definition"),
+        );
+        let access_log_dropped = counter(
+            &registry,
+            "claimgate_access_log_dropped_total",
+            "Access log lines dropped because the writer fell behind.",
+        );
         Metrics {
             registry,
+            requests,
+            request_duration,
+            upstream_response,
+            jwt_validations,
+            jwt_cache_hits,
+            jwt_cache_misses,
+            jwt_cache_evictions,
+            upstream_endpoints,
+            upstream_endpoints_healthy,
+            requests_active,
+            access_log_dropped,
             jwt_cache_entries,
             rejections,
             config_reloads,
@@ -197,4 +337,101 @@ impl Metrics {
 pub fn get() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(Metrics::new)
+}
+
+/// Counters of one family for a fixed set of leading label values, whose
+/// last label takes a few values seen at run time (a status code, a
+/// result): each counter is looked up in the family once, then found with a
+/// read lock and a short scan.
+pub struct CounterSet<K> {
+    family: IntCounterVec,
+    fixed: Vec<String>,
+    seen: RwLock<Vec<(K, IntCounter)>>,
+}
+
+impl<K> std::fmt::Debug for CounterSet<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CounterSet({:?})", self.fixed)
+    }
+}
+
+impl<K: Copy + Eq + Display> CounterSet<K> {
+    pub fn new(family: &IntCounterVec, fixed: &[&str]) -> Arc<CounterSet<K>> {
+        Arc::new(CounterSet {
+            family: family.clone(),
+            fixed: fixed.iter().map(|s| s.to_string()).collect(),
+            seen: RwLock::default(),
+        })
+    }
+
+    pub fn inc(&self, key: K) {
+        {
+            let seen = self.seen.read().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, c)) = seen.iter().find(|(k, _)| *k == key) {
+                c.inc();
+                return;
+            }
+        }
+        let mut seen = self.seen.write().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = seen.iter().find(|(k, _)| *k == key) {
+            c.inc();
+            return;
+        }
+        let last = key.to_string();
+        let mut labels: Vec<&str> = self.fixed.iter().map(String::as_str).collect();
+        labels.push(&last);
+        let counter = self.family.with_label_values(&labels);
+        counter.inc();
+        seen.push((key, counter));
+    }
+}
+
+/// What one route records per request, resolved when the route is compiled.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    pub codes: Arc<CounterSet<u16>>,
+    pub duration: Histogram,
+}
+
+impl RouteMetrics {
+    pub fn new(route: &str, cluster: &str) -> Arc<RouteMetrics> {
+        let m = get();
+        Arc::new(RouteMetrics {
+            codes: CounterSet::new(&m.requests, &[route, cluster]),
+            duration: m.request_duration.with_label_values(&[route]),
+        })
+    }
+
+    /// For requests that matched no route.
+    pub fn unrouted() -> &'static Arc<RouteMetrics> {
+        static UNROUTED: OnceLock<Arc<RouteMetrics>> = OnceLock::new();
+        UNROUTED.get_or_init(|| RouteMetrics::new(NONE, NONE))
+    }
+
+    pub fn record(&self, code: u16, seconds: f64) {
+        self.codes.inc(code);
+        self.duration.observe(seconds);
+    }
+}
+
+/// Validation results of one issuer.
+pub fn validations(issuer: &str) -> Arc<CounterSet<&'static str>> {
+    CounterSet::new(&get().jwt_validations, &[issuer])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_counter_set_counts_each_value_under_its_labels() {
+        let family = IntCounterVec::new(Opts::new("t_total", "t"), &["a", "b"]).unwrap();
+        let set = CounterSet::new(&family, &["x"]);
+        set.inc(200u16);
+        set.inc(200u16);
+        set.inc(404u16);
+        assert_eq!(family.with_label_values(&["x", "200"]).get(), 2);
+        assert_eq!(family.with_label_values(&["x", "404"]).get(), 1);
+        assert_eq!(family.with_label_values(&["x", "500"]).get(), 0);
+    }
 }

@@ -62,9 +62,11 @@ impl Reloader {
         let metrics = crate::metrics::get();
         let result = self.build();
         match result {
-            Ok(snapshot) => {
+            Ok(mut snapshot) => {
+                let generation = self.generation.load(Ordering::SeqCst) + 1;
+                snapshot.provenance.generation = generation;
                 self.state.store(Arc::new(snapshot));
-                let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+                self.generation.store(generation, Ordering::SeqCst);
                 metrics.config_reloads.with_label_values(&["ok"]).inc();
                 metrics
                     .config_generation
@@ -135,6 +137,7 @@ impl Reloader {
             ),
             ("jwksCaFile", old.jwks.ca_file != settings.jwks.ca_file),
             ("drainPeriod", old.drain_seconds != settings.drain_seconds),
+            ("accessLog", old.access_log != settings.access_log),
             (
                 "upgradeSocket",
                 old.upgrade_socket != settings.upgrade_socket,
@@ -151,6 +154,7 @@ impl Reloader {
         crate::metrics::get()
             .config_pending_restart
             .set(i64::from(!pending.is_empty()));
+        snapshot.provenance.pending_restart = pending;
         Ok(snapshot)
     }
 }

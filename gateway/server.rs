@@ -12,6 +12,7 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::access_log::{AccessLog, ReopenOnSignal};
 use crate::admin::Admin;
 use crate::compile::{compile, settings, Shared};
 use crate::config::{Config, ConfigErrors};
@@ -49,7 +50,8 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
             message: e,
         }])
     })?);
-    let snapshot = compile(&config, &shared)?;
+    let mut snapshot = compile(&config, &shared)?;
+    snapshot.provenance.generation = 1;
     let listeners = snapshot.listener_addrs();
     let state = Arc::new(ArcSwap::from_pointee(snapshot));
     let admin_addr = settings.admin.to_string();
@@ -72,6 +74,12 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         upgrade: options.upgrade,
         ..Opt::default()
     };
+    let access_log = AccessLog::start(&settings.access_log).map_err(|e| {
+        StartError::Server(format!(
+            "cannot open the access log {:?}: {e}",
+            settings.access_log
+        ))
+    })?;
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     let handed_over = watch_hand_over(&server);
 
@@ -88,7 +96,12 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
 
     let mut serving = Vec::new();
     for addr in &listeners {
-        let gateway = Gateway::new(addr.clone(), state.clone(), handed_over.clone());
+        let gateway = Gateway::new(
+            addr.clone(),
+            state.clone(),
+            handed_over.clone(),
+            access_log.clone(),
+        );
         let mut service = pingora::proxy::http_proxy_service_with_name(
             &server.configuration,
             gateway,
@@ -102,7 +115,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
 
     let mut admin = Service::new(
         "admin".to_string(),
-        Admin::new(shared.jwks.clone(), shared.tokens.clone()),
+        Admin::new(shared.jwks.clone(), shared.tokens.clone(), state.clone()),
     );
     admin.add_tcp(&admin_addr);
     admin.threads = Some(1);
@@ -117,6 +130,13 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         },
     ));
     notify.add_dependencies(&serving);
+
+    if access_log.is_on() {
+        server.add_service(background_service(
+            "access log reopen",
+            ReopenOnSignal(access_log),
+        ));
+    }
 
     if let Some(upgrade) = UpgradeOnSignal::new(settings.upgrade_socket.clone()) {
         server.add_service(background_service("upgrade on SIGUSR2", upgrade));

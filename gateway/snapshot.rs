@@ -21,6 +21,24 @@ pub struct Snapshot {
     pub authz: Authorizer,
     /// `Settings.trustedProxies`: X-Forwarded-For hops trusted for `remote.ip`.
     pub trusted_proxies: usize,
+    /// Where this snapshot came from, for `/config_dump`.
+    pub provenance: Provenance,
+}
+
+/// Where a snapshot came from: filled in by `compile` (files, hash,
+/// documents) and by whoever puts it in force (generation, time, pending).
+#[derive(Debug, Default, Clone)]
+pub struct Provenance {
+    /// 1 at start, +1 per successful reload.
+    pub generation: u64,
+    /// RFC 3339.
+    pub loaded_at: String,
+    pub files: Vec<String>,
+    pub sha256: String,
+    /// Changes only a restart applies.
+    pub pending_restart: Vec<String>,
+    /// The documents as read, as JSON, unredacted (redact before showing).
+    pub documents: Vec<(String, serde_json::Value)>,
 }
 
 impl Snapshot {

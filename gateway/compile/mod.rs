@@ -23,6 +23,7 @@ use crate::config::{
 use crate::jwks::{JwksConfig, JwksRegistry};
 use crate::jwt::authn::{KeyRefetch, Outputs};
 use crate::jwt::{Authenticator, KeySet, Provider, TokenCache, TokenLocation, Validation};
+use crate::metrics::RouteMetrics;
 use crate::routing::{ClaimPath, Condition, HostTable, MatchRule, Route, StringMatcher};
 use crate::snapshot::Snapshot;
 use crate::upstream::Cluster;
@@ -41,6 +42,7 @@ pub struct Settings {
     /// Grace period for requests in flight at shutdown, whole seconds.
     pub drain_seconds: u64,
     pub upgrade_socket: PathBuf,
+    pub access_log: crate::access_log::Target,
 }
 
 /// What outlives one compiled snapshot: remote key sets (so a recompile
@@ -137,6 +139,7 @@ pub fn settings(config: &Config) -> Result<Settings, ConfigErrors> {
             trusted_proxies: spec.trusted_proxies,
             drain_seconds: drain.as_secs() + u64::from(drain.subsec_nanos() > 0),
             upgrade_socket: PathBuf::from(&spec.upgrade_socket),
+            access_log: crate::access_log::Target::parse(&spec.access_log),
         })
     } else {
         Err(ConfigErrors(errors))
@@ -188,6 +191,22 @@ pub fn compile(config: &Config, shared: &Shared) -> Result<Snapshot, ConfigError
         authn,
         authz: Authorizer::new(policies),
         trusted_proxies: c.settings.trusted_proxies,
+        provenance: crate::snapshot::Provenance {
+            generation: 0,
+            loaded_at: crate::access_log::rfc3339(std::time::SystemTime::now()),
+            files: config
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect(),
+            sha256: config.sha256.clone(),
+            pending_restart: Vec::new(),
+            documents: config
+                .documents
+                .iter()
+                .map(|(source, doc)| (source.to_string(), doc.clone()))
+                .collect(),
+        },
     })
 }
 
@@ -565,10 +584,13 @@ impl Compiler {
                 vs.metadata.namespace, vs.metadata.name
             ),
         };
+        let cluster = cluster?;
+        let metrics = RouteMetrics::new(&name, &self.clusters[cluster].name);
         Some(Route {
             name: name.into(),
             matches,
-            cluster: cluster?,
+            cluster,
+            metrics,
         })
     }
 

@@ -50,6 +50,11 @@ impl<S> Resource<S> {
 #[derive(Debug, Default, Clone)]
 pub struct Config {
     pub files: Vec<PathBuf>,
+    /// Every document as read (before typing), as JSON, with where it was:
+    /// what `/config_dump` shows, secrets redacted there.
+    pub documents: Vec<(Source, serde_json::Value)>,
+    /// SHA-256 over every file's name and bytes, in load order (hex).
+    pub sha256: String,
     pub gateways: Vec<Resource<GatewaySpec>>,
     pub virtual_services: Vec<Resource<VirtualServiceSpec>>,
     pub service_entries: Vec<Resource<ServiceEntrySpec>>,
@@ -62,6 +67,7 @@ impl Config {
     /// Adds every document of `other` after this config's own.
     pub fn merge(&mut self, other: Config) {
         self.files.extend(other.files);
+        self.documents.extend(other.documents);
         self.gateways.extend(other.gateways);
         self.virtual_services.extend(other.virtual_services);
         self.service_entries.extend(other.service_entries);
@@ -163,14 +169,26 @@ pub fn read(path: &Path) -> (Option<Config>, Vec<ConfigError>) {
     };
     let mut config = Config::default();
     let mut errors = Vec::new();
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
     for file in files {
         match std::fs::read_to_string(&file) {
-            Ok(text) => parse_into(&file, &text, &mut config, &mut errors),
+            Ok(text) => {
+                digest.update(file.to_string_lossy().as_bytes());
+                digest.update(&[0]);
+                digest.update(text.as_bytes());
+                digest.update(&[0]);
+                parse_into(&file, &text, &mut config, &mut errors)
+            }
             Err(e) => errors.push(ConfigError::file(&file, format!("cannot read: {e}"))),
         }
         config.files.push(file);
     }
+    config.sha256 = hex(digest.finish().as_ref());
     (Some(config), errors)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Parses YAML text as if it were the file `file`.
@@ -256,8 +274,11 @@ fn parse_into(file: &Path, text: &str, config: &mut Config, errors: &mut Vec<Con
                 return;
             }
         };
-        if let Err(e) = parse_document(&source, value, config) {
-            errors.push(e);
+        let json = serde_json::to_value(&value)
+            .unwrap_or_else(|e| serde_json::Value::String(format!("(not shown: {e})")));
+        match parse_document(&source, value, config) {
+            Ok(()) => config.documents.push((source, json)),
+            Err(e) => errors.push(e),
         }
     }
 }

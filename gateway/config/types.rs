@@ -375,6 +375,9 @@ pub struct SettingsSpec {
     /// listening sockets on from the old one. Default
     /// `/tmp/claimgate-upgrade.sock`.
     pub upgrade_socket: String,
+    /// The access log: `off`, `stdout`, or a file path (reopened on
+    /// SIGUSR1). Default `off`.
+    pub access_log: String,
 }
 
 impl Default for SettingsSpec {
@@ -393,6 +396,7 @@ impl Default for SettingsSpec {
             jwks_ca_file: None,
             drain_period: "5s".to_string(),
             upgrade_socket: "/tmp/claimgate-upgrade.sock".to_string(),
+            access_log: "off".to_string(),
         }
     }
 }

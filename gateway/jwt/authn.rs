@@ -2,7 +2,7 @@
 //! trusted) issuer pick the rule, and validate it with that rule's keys,
 //! through the verified-token cache.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwapOption;
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION, COOKIE};
@@ -10,6 +10,7 @@ use http::HeaderMap;
 
 use super::claims::{ClaimPath, ClaimView};
 use super::{parse, validate, JwtError, KeySet, TokenCache, Validation, VerifiedToken};
+use crate::metrics::CounterSet;
 
 /// Where a key set is published: the JWKS refresher stores, requests load.
 /// Empty until the first successful fetch.
@@ -107,6 +108,41 @@ pub struct Authenticated {
     pub provider: usize,
     /// Index into `Authenticator::locations()`.
     pub location: usize,
+    /// Found in the token cache (no signature checked this time).
+    pub cached: bool,
+}
+
+/// A failed authentication, with the rule that was chosen when one was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthnError {
+    pub error: JwtError,
+    /// Index into `Authenticator::providers()`.
+    pub provider: Option<usize>,
+}
+
+/// What one request's authentication comes to, for the metrics: the rule
+/// (when one was chosen) and the result (`valid`, `cached` or the reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub provider: Option<usize>,
+    pub result: &'static str,
+}
+
+impl Outcome {
+    /// `None` when the request had no token.
+    pub fn of(result: &Result<Option<Authenticated>, AuthnError>) -> Option<Outcome> {
+        match result {
+            Ok(None) => None,
+            Ok(Some(a)) => Some(Outcome {
+                provider: Some(a.provider),
+                result: if a.cached { "cached" } else { "valid" },
+            }),
+            Err(e) => Some(Outcome {
+                provider: e.provider,
+                result: e.error.reason(),
+            }),
+        }
+    }
 }
 
 /// Every rule of every RequestAuthentication that applies to the gateway.
@@ -122,6 +158,14 @@ pub struct Authenticator {
     output_headers: Vec<HeaderName>,
     cache: Arc<TokenCache>,
     max_token_bytes: usize,
+    /// `claimgate_jwt_validations_total` of each provider's issuer.
+    validations: Vec<Arc<CounterSet<&'static str>>>,
+}
+
+/// Validation counters for tokens whose issuer no rule names.
+fn unknown_issuer() -> &'static Arc<CounterSet<&'static str>> {
+    static UNKNOWN: OnceLock<Arc<CounterSet<&'static str>>> = OnceLock::new();
+    UNKNOWN.get_or_init(|| crate::metrics::validations("unknown"))
 }
 
 impl Authenticator {
@@ -153,6 +197,10 @@ impl Authenticator {
             .iter()
             .map(|p| locations.iter().map(|l| p.locations.contains(l)).collect())
             .collect();
+        let validations = providers
+            .iter()
+            .map(|p| crate::metrics::validations(&p.issuer))
+            .collect();
         Authenticator {
             providers,
             locations,
@@ -160,6 +208,7 @@ impl Authenticator {
             output_headers,
             cache,
             max_token_bytes,
+            validations,
         }
     }
 
@@ -196,20 +245,34 @@ impl Authenticator {
         headers: &HeaderMap,
         query: Option<&str>,
         now: u64,
-    ) -> Result<Option<Authenticated>, JwtError> {
+    ) -> Result<Option<Authenticated>, AuthnError> {
+        let failed = |(error, provider)| AuthnError { error, provider };
         match self.attempt(headers, query, now) {
             Err((JwtError::KidAlgMismatch, Some(provider))) => {
+                let unknown_kid = AuthnError {
+                    error: JwtError::KidAlgMismatch,
+                    provider: Some(provider),
+                };
                 let Some(refetch) = &self.providers[provider].refetch else {
-                    return Err(JwtError::KidAlgMismatch);
+                    return Err(unknown_kid);
                 };
                 if refetch.refetch_unknown_kid().await {
-                    self.authenticate(headers, query, now)
+                    self.attempt(headers, query, now).map_err(failed)
                 } else {
-                    Err(JwtError::KidAlgMismatch)
+                    Err(unknown_kid)
                 }
             }
-            other => other.map_err(|(e, _)| e),
+            other => other.map_err(failed),
         }
+    }
+
+    /// Counts one request's outcome under its issuer.
+    pub fn record(&self, outcome: Outcome) {
+        let counters = outcome
+            .provider
+            .and_then(|p| self.validations.get(p))
+            .unwrap_or_else(|| unknown_issuer());
+        counters.inc(outcome.result);
     }
 
     /// The error carries the rule that was chosen, when one was.
@@ -226,7 +289,7 @@ impl Authenticator {
         if token.len() > self.max_token_bytes {
             return Err((JwtError::TooLarge, None));
         }
-        if let Some(hit) = self.cached(token, location, now).map_err(|e| (e, None))? {
+        if let Some(hit) = self.cached(token, location, now)? {
             return Ok(Some(hit));
         }
 
@@ -249,6 +312,7 @@ impl Authenticator {
             token: verified,
             provider,
             location,
+            cached: false,
         }))
     }
 
@@ -260,7 +324,7 @@ impl Authenticator {
         token: &str,
         location: usize,
         now: u64,
-    ) -> Result<Option<Authenticated>, JwtError> {
+    ) -> Result<Option<Authenticated>, (JwtError, Option<usize>)> {
         let Some(hit) = self.cache.get(token) else {
             return Ok(None);
         };
@@ -280,12 +344,13 @@ impl Authenticator {
             if e == JwtError::Expired {
                 self.cache.remove(token);
             }
-            return Err(e);
+            return Err((e, Some(provider)));
         }
         Ok(Some(Authenticated {
             token: hit,
             provider,
             location,
+            cached: true,
         }))
     }
 

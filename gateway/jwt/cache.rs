@@ -6,14 +6,32 @@
 
 use std::sync::Arc;
 
-use quick_cache::sync::{Cache, DefaultLifecycle};
-use quick_cache::{DefaultHashBuilder, OptionsBuilder, UnitWeighter};
+use prometheus::IntCounter;
+use quick_cache::sync::Cache;
+use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, UnitWeighter};
 
 use super::VerifiedToken;
 
+type Entries =
+    Cache<Box<str>, Arc<VerifiedToken>, UnitWeighter, DefaultHashBuilder, CountEvictions>;
+
 pub struct TokenCache {
     /// `None` when the cache is disabled (capacity 0).
-    entries: Option<Cache<Box<str>, Arc<VerifiedToken>>>,
+    entries: Option<Entries>,
+    hits: IntCounter,
+    misses: IntCounter,
+}
+
+/// Counts the tokens evicted to make room.
+#[derive(Clone)]
+struct CountEvictions(IntCounter);
+
+impl Lifecycle<Box<str>, Arc<VerifiedToken>> for CountEvictions {
+    type RequestState = ();
+
+    fn on_evict(&self, _: &mut (), _: Box<str>, _: Arc<VerifiedToken>) {
+        self.0.inc();
+    }
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -34,28 +52,41 @@ impl TokenCache {
     /// is full of others. Entries get a quarter more room than `capacity`,
     /// because shards fill unevenly.
     pub fn new(capacity: usize) -> TokenCache {
-        let entries = (capacity > 0).then(|| {
-            let slots = capacity + capacity / 4 + 16;
-            let options = OptionsBuilder::new()
-                .estimated_items_capacity(slots)
-                .weight_capacity(slots as u64)
-                .ghost_allocation(1.0)
-                .build();
-            match options {
-                Ok(options) => Cache::with_options(
-                    options,
-                    UnitWeighter,
-                    DefaultHashBuilder::default(),
-                    DefaultLifecycle::default(),
-                ),
-                Err(_) => Cache::new(slots),
+        let metrics = crate::metrics::get();
+        let slots = capacity + capacity / 4 + 16;
+        let options = OptionsBuilder::new()
+            .estimated_items_capacity(slots)
+            .weight_capacity(slots as u64)
+            .ghost_allocation(1.0)
+            .build();
+        let entries = match options {
+            _ if capacity == 0 => None,
+            Ok(options) => Some(Cache::with_options(
+                options,
+                UnitWeighter,
+                DefaultHashBuilder::default(),
+                CountEvictions(metrics.jwt_cache_evictions.clone()),
+            )),
+            Err(error) => {
+                tracing::error!(%error, capacity, "token cache refused its options; running without it");
+                None
             }
-        });
-        TokenCache { entries }
+        };
+        TokenCache {
+            entries,
+            hits: metrics.jwt_cache_hits.clone(),
+            misses: metrics.jwt_cache_misses.clone(),
+        }
     }
 
     pub fn get(&self, token: &str) -> Option<Arc<VerifiedToken>> {
-        self.entries.as_ref()?.get(token)
+        let found = self.entries.as_ref()?.get(token);
+        if found.is_some() {
+            self.hits.inc();
+        } else {
+            self.misses.inc();
+        }
+        found
     }
 
     pub fn insert(&self, token: &str, verified: Arc<VerifiedToken>) {

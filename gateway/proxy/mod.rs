@@ -7,20 +7,22 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::upstreams::peer::HttpPeer;
+use pingora::upstreams::peer::{HttpPeer, Peer};
 use pingora::{Error, ErrorType, Result};
 
 pub use reject::{Rejection, NO_HEALTHY_UPSTREAM};
 
+use crate::access_log::{redact_query, rfc3339, AccessLog, Entry};
 use crate::authz::{remote_ip, AuthzRequest, Decision};
-use crate::jwt::authn::{strip_cookie, strip_query_param};
+use crate::jwt::authn::{strip_cookie, strip_query_param, Outcome};
 use crate::jwt::{Authenticated, TokenLocation};
+use crate::metrics::RouteMetrics;
 use crate::routing::{host_without_port, ClaimView, RequestView};
 use crate::snapshot::Snapshot;
 
@@ -35,6 +37,7 @@ pub struct Gateway {
     /// every answer then closes its connection, so keep-alive clients move
     /// to the new process on their own before this one stops.
     handed_over: Arc<AtomicBool>,
+    access_log: AccessLog,
 }
 
 impl Gateway {
@@ -42,6 +45,7 @@ impl Gateway {
         listener: String,
         state: Arc<ArcSwap<Snapshot>>,
         handed_over: Arc<AtomicBool>,
+        access_log: AccessLog,
     ) -> Gateway {
         let port = listener_port(&listener);
         Gateway {
@@ -49,6 +53,7 @@ impl Gateway {
             port,
             state,
             handed_over,
+            access_log,
         }
     }
 }
@@ -64,7 +69,15 @@ pub struct RequestCtx {
     cluster: Option<usize>,
     /// The route that matched, for logs.
     route: Option<Arc<str>>,
+    /// Its counters; `None` until a route matched.
+    route_metrics: Option<Arc<RouteMetrics>>,
     rejection: Option<Rejection>,
+    /// What the token came to, when there was one.
+    jwt: Option<Outcome>,
+    started: Instant,
+    /// When the request went upstream, and to which endpoint.
+    upstream_sent: Option<Instant>,
+    upstream: Option<std::net::SocketAddr>,
 }
 
 /// Removes the token from where it was found, leaving the rest intact.
@@ -178,6 +191,43 @@ pub fn listener_port(listener: &str) -> u16 {
 }
 
 impl Gateway {
+    fn log_access(&self, session: &Session, ctx: &RequestCtx, status: u16, seconds: f64) {
+        let req = session.req_header();
+        let redact: Vec<&str> = ctx
+            .snap
+            .authn
+            .locations()
+            .iter()
+            .filter_map(|l| match l {
+                TokenLocation::Param(p) => Some(p.as_str()),
+                _ => None,
+            })
+            .collect();
+        let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        let path = redact_query(path, &redact);
+        let token = ctx.authn.as_ref().map(|a| &a.token);
+        let cluster = ctx.cluster.and_then(|i| ctx.snap.clusters.get(i));
+        self.access_log.log(&Entry {
+            time: rfc3339(std::time::SystemTime::now() - ctx.started.elapsed()),
+            client: session.client_addr().map(|a| a.to_string()),
+            method: req.method.as_str(),
+            host: authority(req),
+            path: &path,
+            status,
+            route: ctx.route.as_deref(),
+            cluster: cluster.map(|c| &*c.name),
+            upstream: ctx.upstream.map(|a| a.to_string()),
+            duration_seconds: seconds,
+            bytes_sent: session.body_bytes_sent(),
+            bytes_received: session.body_bytes_read(),
+            jwt: ctx.jwt.map(|o| o.result),
+            issuer: token.map(|t| t.issuer()),
+            subject: token.map(|t| t.subject()).filter(|s| !s.is_empty()),
+            rejection: ctx.rejection.map(|r| r.reason()),
+            policy: ctx.decision.as_ref().and_then(|d| d.policy.as_deref()),
+        });
+    }
+
     /// Answers with `rejection` and records it.
     async fn reject(
         &self,
@@ -206,13 +256,19 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
+        crate::metrics::get().requests_active.inc();
         RequestCtx {
             snap: self.state.load_full(),
             authn: None,
             decision: None,
             cluster: None,
             route: None,
+            route_metrics: None,
             rejection: None,
+            jwt: None,
+            started: Instant::now(),
+            upstream_sent: None,
+            upstream: None,
         }
     }
 
@@ -226,9 +282,11 @@ impl ProxyHttp for Gateway {
             .snap
             .authn
             .authenticate_or_refetch(&req.headers, req.uri.query(), now);
-        match authn.await {
+        let authn = authn.await;
+        ctx.jwt = Outcome::of(&authn);
+        match authn {
             Ok(authn) => ctx.authn = authn,
-            Err(e) => return self.reject(session, ctx, Rejection::Jwt(e)).await,
+            Err(e) => return self.reject(session, ctx, Rejection::Jwt(e.error)).await,
         }
 
         let req = session.req_header();
@@ -265,11 +323,12 @@ impl ProxyHttp for Gateway {
             .listeners
             .get(&self.listener)
             .and_then(|table| table.select(&view))
-            .map(|r| (r.cluster, r.name.clone()));
+            .map(|r| (r.cluster, r.name.clone(), r.metrics.clone()));
         match route {
-            Some((cluster, name)) => {
+            Some((cluster, name, metrics)) => {
                 ctx.cluster = Some(cluster);
                 ctx.route = Some(name);
+                ctx.route_metrics = Some(metrics);
                 Ok(false)
             }
             None => self.reject(session, ctx, Rejection::NoRoute).await,
@@ -281,10 +340,13 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        ctx.cluster
+        let peer = ctx
+            .cluster
             .and_then(|i| ctx.snap.clusters.get(i))
             .and_then(|c| c.peer())
-            .ok_or_else(|| Error::new(ErrorType::Custom(NO_HEALTHY_UPSTREAM)))
+            .ok_or_else(|| Error::new(ErrorType::Custom(NO_HEALTHY_UPSTREAM)))?;
+        ctx.upstream = peer.address().as_inet().copied();
+        Ok(peer)
     }
 
     async fn upstream_request_filter(
@@ -293,6 +355,7 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.upstream_sent = Some(Instant::now());
         let authn = &ctx.snap.authn;
         // Headers the gateway writes from tokens are never taken from clients.
         for name in authn.output_headers() {
@@ -311,15 +374,46 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let cluster = ctx.cluster.and_then(|i| ctx.snap.clusters.get(i));
+        if let (Some(cluster), Some(sent)) = (cluster, ctx.upstream_sent) {
+            cluster
+                .response_seconds
+                .observe(sent.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    /// Every metric of a request is recorded here, once, and its access log
+    /// line written.
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let metrics = crate::metrics::get();
+        metrics.requests_active.dec();
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let seconds = ctx.started.elapsed().as_secs_f64();
+        ctx.route_metrics
+            .as_deref()
+            .unwrap_or(RouteMetrics::unrouted())
+            .record(status, seconds);
+        if let Some(outcome) = ctx.jwt {
+            ctx.snap.authn.record(outcome);
+        }
         if let Some(decision) = &ctx.decision {
             ctx.snap.authz.record(decision);
         }
         if let Some(rejection) = ctx.rejection {
-            crate::metrics::get()
+            metrics
                 .rejections
                 .with_label_values(&[rejection.reason()])
                 .inc();
+        }
+        if self.access_log.is_on() {
+            self.log_access(session, ctx, status, seconds);
         }
     }
 

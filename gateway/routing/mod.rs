@@ -12,6 +12,8 @@ use http::{HeaderMap, HeaderName};
 pub use crate::jwt::claims::{ClaimPath, ClaimView, CLAIM_PREFIX};
 pub use matchers::StringMatcher;
 
+use crate::metrics::RouteMetrics;
+
 /// What a route looks at in a request.
 pub struct RequestView<'r> {
     pub method: &'r str,
@@ -139,6 +141,8 @@ pub struct Route {
     pub matches: Vec<MatchRule>,
     /// Index into the snapshot's clusters.
     pub cluster: usize,
+    /// This route's request counters and duration histogram.
+    pub metrics: Arc<RouteMetrics>,
 }
 
 impl Route {
@@ -266,6 +270,7 @@ mod tests {
             name: name.into(),
             matches: Vec::new(),
             cluster: 0,
+            metrics: RouteMetrics::new(name, "c"),
         }
     }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use pingora::upstreams::peer::HttpPeer;
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::LoadBalancer;
+use prometheus::Histogram;
 
 /// One upstream cluster, named as Istio names it:
 /// `outbound|<port>||<host>`.
@@ -19,6 +20,8 @@ pub struct Cluster {
     pub endpoints: Vec<SocketAddr>,
     lb: LoadBalancer<RoundRobin>,
     connect_timeout: Duration,
+    /// `claimgate_upstream_response_seconds` of this cluster.
+    pub response_seconds: Histogram,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -38,13 +41,27 @@ impl Cluster {
         connect_timeout: Duration,
     ) -> std::io::Result<Cluster> {
         let lb = LoadBalancer::try_from_iter(endpoints.iter().copied())?;
+        let response_seconds = crate::metrics::get()
+            .upstream_response
+            .with_label_values(&[&name]);
         Ok(Cluster {
+            response_seconds,
             name: name.into(),
             host,
             endpoints,
             lb,
             connect_timeout,
         })
+    }
+
+    /// (endpoints, endpoints the balancer may pick).
+    pub fn health(&self) -> (usize, usize) {
+        let backends = self.lb.backends().get_backend();
+        let healthy = backends
+            .iter()
+            .filter(|b| self.lb.backends().ready(b))
+            .count();
+        (backends.len(), healthy)
     }
 
     pub fn connect_timeout(&self) -> Duration {
