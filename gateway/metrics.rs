@@ -63,6 +63,9 @@ pub struct Metrics {
     pub upstream_endpoints_healthy: IntGaugeVec,
     /// `claimgate_downstream_requests_active`.
     pub requests_active: IntGauge,
+    /// `claimgate_downstream_connections` (open) and `…_total` (accepted).
+    pub downstream_connections: IntGauge,
+    pub downstream_connections_total: IntCounter,
     /// `claimgate_access_log_dropped_total`.
     pub access_log_dropped: IntCounter,
 }
@@ -281,6 +284,19 @@ impl Metrics {
             )
             .expect("a valid metric definition"),
         );
+        let downstream_connections = register(
+            &registry,
+            IntGauge::new(
+                "claimgate_downstream_connections",
+                "Client connections open now, on every listener.",
+            )
+            .expect("a valid metric definition"),
+        );
+        let downstream_connections_total = counter(
+            &registry,
+            "claimgate_downstream_connections_total",
+            "Client connections accepted, on every listener.",
+        );
         let access_log_dropped = counter(
             &registry,
             "claimgate_access_log_dropped_total",
@@ -298,6 +314,8 @@ impl Metrics {
             upstream_endpoints,
             upstream_endpoints_healthy,
             requests_active,
+            downstream_connections,
+            downstream_connections_total,
             access_log_dropped,
             jwt_cache_entries,
             rejections,

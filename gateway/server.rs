@@ -18,7 +18,7 @@ use crate::compile::{compile, settings, Shared};
 use crate::config::{Config, ConfigErrors};
 use crate::jwks::JwksRefresher;
 use crate::lifecycle::{SystemdNotify, UpgradeOnSignal};
-use crate::proxy::Gateway;
+use crate::proxy::{Counted, Gateway};
 use crate::reload::Reloader;
 
 #[derive(Debug, thiserror::Error)]
@@ -102,11 +102,8 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
             handed_over.clone(),
             access_log.clone(),
         );
-        let mut service = pingora::proxy::http_proxy_service_with_name(
-            &server.configuration,
-            gateway,
-            &format!("listener {addr}"),
-        );
+        let proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
+        let mut service = Service::new(format!("listener {addr}"), Counted::new(proxy));
         service.add_tcp(addr);
         let handle = server.add_service(service);
         handle.add_dependency(&sockets);

@@ -219,6 +219,11 @@ fn metrics_count_a_known_mix_of_requests_exactly() {
         1.0
     );
     assert_eq!(m.count("claimgate_downstream_requests_active", &[]), 0.0);
+    // Nine requests on a connection each, and the start-up probe's connection.
+    assert_eq!(m.count("claimgate_downstream_connections_total", &[]), 10.0);
+    eventually(Duration::from_secs(5), "every connection closed", || {
+        Scrape::of(&gw).count("claimgate_downstream_connections", &[]) == 0.0
+    });
     assert_eq!(m.count("claimgate_config_generation", &[]), 1.0);
     assert_eq!(
         m.count(

@@ -1,7 +1,10 @@
 //! The `ProxyHttp` implementation: one instance per listening address, all
 //! reading the same swappable `Snapshot`.
 
+mod connections;
 mod reject;
+
+pub use connections::Counted;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
