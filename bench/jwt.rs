@@ -173,7 +173,7 @@ fn authenticate(c: &mut Criterion) {
 
 fn claim_lookup(c: &mut Criterion) {
     let claims = json!({"groups": ["a", "b", "c", "group1"], "team": {"name": "edge"}, "scope": "read write admin"});
-    let claims = claims.as_object().unwrap();
+    let claims = &claimgate::jwt::ClaimSet::from(claims.as_object().unwrap().clone());
     let view = ClaimView {
         claims,
         space_delimited: &[],
@@ -202,7 +202,7 @@ fn claim_lookup(c: &mut Criterion) {
 /// request matches the last one (the worst case of first-match).
 fn route_select(c: &mut Criterion) {
     let claims = json!({"groups": ["group1"]});
-    let claims = claims.as_object().unwrap();
+    let claims = &claimgate::jwt::ClaimSet::from(claims.as_object().unwrap().clone());
     let headers = HeaderMap::new();
     for n in [1usize, 100, 1000] {
         let mut table = HostTable::default();

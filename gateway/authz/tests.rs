@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::*;
 use crate::config::parse_str;
+use crate::jwt::ClaimSet;
 
 fn policies(yaml: &str) -> Result<Authorizer, Vec<ConfigError>> {
     let config = parse_str(Path::new("authz.yaml"), yaml).map_err(|e| e.0)?;
@@ -80,7 +81,7 @@ impl Req {
     }
 
     fn with<T>(&self, f: impl FnOnce(&AuthzRequest<'_>) -> T) -> T {
-        let claims = self.claims.as_object().unwrap();
+        let claims = &ClaimSet::from(self.claims.as_object().unwrap().clone());
         let req = AuthzRequest {
             method: self.method,
             path: self.path,
@@ -273,7 +274,7 @@ fn deny_beats_allow_and_an_unmatched_allow_denies() {
     );
     let req = Req::base();
     let decision = |a: &Authorizer| {
-        let claims = req.claims.as_object().unwrap();
+        let claims = &ClaimSet::from(req.claims.as_object().unwrap().clone());
         a.authorize(&AuthzRequest {
             method: req.method,
             path: req.path,
@@ -319,7 +320,7 @@ fn an_allow_policy_with_no_rules_allows_nothing() {
 fn audit_policies_are_reported_without_deciding() {
     let a = policy("AUDIT", "[{to: [{operation: {methods: [GET]}}]}]");
     let req = Req::base();
-    let claims = req.claims.as_object().unwrap();
+    let claims = &ClaimSet::from(req.claims.as_object().unwrap().clone());
     let d = a.authorize(&AuthzRequest {
         method: "GET",
         path: "/",

@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+pub use claims::ClaimSet;
+
 pub use authn::{Authenticated, Authenticator, KeySlot, Provider, TokenLocation};
 pub use cache::TokenCache;
 pub use error::JwtError;
@@ -68,7 +70,7 @@ pub struct VerifiedToken {
     /// `iss/sub` (Istio's request principal); `iss` is its first `issuer_len` bytes.
     principal: String,
     issuer_len: usize,
-    pub claims: Map<String, Value>,
+    pub claims: ClaimSet,
     pub exp: Option<u64>,
     pub nbf: Option<u64>,
     pub aud: Vec<String>,
@@ -87,7 +89,7 @@ impl VerifiedToken {
         VerifiedToken {
             principal: format!("{issuer}/{subject}"),
             issuer_len: issuer.len(),
-            claims,
+            claims: claims.into(),
             exp: None,
             nbf: None,
             aud: Vec::new(),

@@ -342,9 +342,10 @@ mod tests {
         let failing = rule.first_failing(&req).map(|c| c.to_string());
         assert_eq!(failing.as_deref(), Some(r#"uri: prefix "/headers""#));
         let claims = serde_json::json!({"groups": ["group2", "group1"]});
+        let claims = crate::jwt::ClaimSet::from(claims.as_object().unwrap().clone());
         req.path = "/headers?x=1";
         req.claims = Some(ClaimView {
-            claims: claims.as_object().unwrap(),
+            claims: &claims,
             space_delimited: &[],
         });
         assert!(rule.first_failing(&req).is_none());
