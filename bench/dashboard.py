@@ -16,17 +16,20 @@ Three subcommands (stdlib + matplotlib only):
             optionally a fifth: a token whose kid is not in the key set) in a
             fixed rotation; weights and pacing come from the environment.
 
-How docs/dashboard.png was produced (conf/observability/README.md has the
-exact commands):
+Usage (conf/observability/README.md has the exact commands of the run
+behind docs/dashboard.png):
 
   cp target/debug/claimgate /tmp/claimgate-dash
   /tmp/claimgate-dash demo --port 18180 --admin 127.0.0.1:18181 &
   python3 bench/dashboard.py mix-lua > /tmp/mix.lua
   python3 bench/dashboard.py scrape --url http://127.0.0.1:18181/metrics \\
-      --seconds 230 --out /tmp/dashboard-run.jsonl &
-  MIX=7,1,1,1,0 PACE_MS=10 wrk -t1 -c8 -d60s -s /tmp/mix.lua http://127.0.0.1:18180/headers
-  ...                                             # more phases, see the README
-  python3 bench/dashboard.py render --in /tmp/dashboard-run.jsonl --out docs/dashboard.png
+      --seconds 215 --out /tmp/dashboard-run.jsonl &
+  MIX=7,1,1,1,0 PACE_MS=20 wrk -t1 -c8 -d60s -s /tmp/mix.lua http://127.0.0.1:18180/headers
+  ...                                   # more phases, then stop the demo
+  python3 bench/dashboard.py render --in /tmp/dashboard-run.jsonl   # -> docs/dashboard.png
+
+render's --window (default 20 s) stands for Grafana's $__rate_interval;
+keep it at several scrape intervals.
 """
 
 import argparse
@@ -417,8 +420,8 @@ PALETTE = ["#73BF69", "#F2CC0C", "#5794F2", "#FF9830", "#F2495C", "#B877D9",
 UNITS = {"reqps": "requests/s", "percentunit": "share", "s": "seconds", "ops": "per second"}
 # Why a panel can be empty (a family with no series is not exposed at all).
 NO_DATA = {
-    "AuthorizationPolicy decisions/s": "no series in this run\n(no AuthorizationPolicy in the configuration)",
-    "Reloads by result (counter)": "no series in this run\n(no reload happened)",
+    "AuthorizationPolicy decisions/s": "no series in this run\n(no AuthorizationPolicy decided a request)",
+    "Reloads by result (counter)": "no series in this run\n(no reload has happened)",
 }
 CLASS_COLOURS = {"2xx": "#73BF69", "3xx": "#5794F2", "4xx": "#F2CC0C", "5xx": "#F2495C"}
 
@@ -453,6 +456,12 @@ def render(path, out, window, columns):
              f"conf/observability/grafana-dashboard.json",
              color=DIM, fontsize=8, ha="left")
     to_dt = lambda t: datetime.fromtimestamp(t, timezone.utc)  # noqa: E731
+    # about four time ticks per panel, on round seconds or minutes
+    step = next((s for s in (5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
+                 if s >= (t1 - t0) / 4), 3600)
+    ticks = (mdates.SecondLocator(bysecond=range(0, 60, step)) if step < 60 else
+             mdates.MinuteLocator(byminute=range(0, 60, step // 60)) if step < 3600 else
+             mdates.HourLocator())
     for ax, (section, title, unit, stepped, series) in zip(axes.flat, grid):
         ax.set_facecolor(PANEL)
         for side in ax.spines.values():
@@ -462,8 +471,8 @@ def render(path, out, window, columns):
         ax.set_title(f"{section} · {title}", color=TEXT, fontsize=8, loc="left", pad=3)
         ax.set_ylabel(UNITS.get(unit, ""), color=DIM, fontsize=6.5, labelpad=2)
         ax.set_xlim(to_dt(t0), to_dt(t1))
+        ax.xaxis.set_major_locator(ticks)
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
-        ax.xaxis.set_major_locator(mdates.SecondLocator(bysecond=[0, 30]))
         drawn = 0
         for i, (legend, points) in enumerate(sorted(series.items())):
             # NaN and Inf (0/0, a quantile of no requests) are gaps, as in Grafana.

@@ -16,6 +16,7 @@ p.add_argument("--cached")
 p.add_argument("--soak", default="")
 p.add_argument("--haproxy", type=int)
 p.add_argument("--versions")
+p.add_argument("--cache-memory", default="")
 a = p.parse_args()
 
 rows = {}
@@ -86,6 +87,9 @@ for alg in ("RS256", "ES256"):
 out.append("### Memory\n")
 out.append(f"- peak RSS of the gateway over all scenarios above (cache of 10,000): {a.gateway_hwm_kib / 1024:.0f} MiB")
 out.append(f"- RSS with the cache holding {a.cached} distinct ES256 tokens (of 100,000 sent; `jwtCacheSize: 100000`): {a.rss_100k_kib / 1024:.0f} MiB\n")
+if a.cache_memory.strip():
+    out.append("The cache alone (`target/release/examples/cache-memory`, 100,000 ES256 tokens validated and cached, no traffic):\n")
+    out.append("    " + a.cache_memory.strip() + "\n")
 if a.soak.strip():
     out.append("RSS over a soak of the 100,000-token rotation:\n")
     out.append("| after | RSS |")

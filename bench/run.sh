@@ -31,7 +31,7 @@ HAVE_HAPROXY=0
 if command -v haproxy >/dev/null; then HAVE_HAPROXY=1; else echo "note: haproxy not installed (apt-get install haproxy): no peer column" >&2; fi
 
 echo "building (release)..." >&2
-cargo build --release --bins --example bench-tokens >&2
+cargo build --release --bins --example bench-tokens --example cache-memory >&2
 BIN=target/release/claimgate
 MINT=target/release/examples/bench-tokens
 
@@ -192,6 +192,10 @@ if ((SOAK > 0)); then
 fi
 kill "$GW_PID"; wait "$GW_PID" 2>/dev/null || true
 
+# The cache alone: resident bytes per cached token, no gateway around it.
+CACHE_MEMORY=$(target/release/examples/cache-memory "$WORK/jwks.json" "$CACHE/ES256-100k")
+echo "$CACHE_MEMORY" >&2
+
 # ---------------------------------------------------------- HAProxy peer
 if ((HAVE_HAPROXY)); then
   HA_PORT=$(free_port)
@@ -251,6 +255,6 @@ fi
 python3 bench/report.py "$RESULTS" "$OUT" \
   --duration "$DURATION" --connections "$CONNECTIONS" \
   --gateway-hwm-kib "$GW_HWM" --rss-100k-kib "$RSS_100K" --cached "${CACHED:-unknown}" \
-  --soak "$SOAK_ROWS" --haproxy "$HAVE_HAPROXY" \
+  --soak "$SOAK_ROWS" --haproxy "$HAVE_HAPROXY" --cache-memory "$CACHE_MEMORY" \
   --versions "$("$BIN" --version); $(wrk --version 2>&1 | head -1); $( ((HAVE_HAPROXY)) && haproxy -v | head -1 || echo 'no haproxy')"
 echo "wrote $OUT" >&2

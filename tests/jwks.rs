@@ -291,3 +291,29 @@ fn https_key_sets_are_trusted_through_the_configured_ca_only() {
     );
     assert_eq!(untrusted.ready_status(), Some(503));
 }
+
+#[test]
+fn a_jwks_uri_removed_by_a_reload_is_no_longer_fetched_or_waited_for() {
+    // A key set that never answers: the gateway is not ready because of it.
+    let port = free_port();
+    let dead = format!("http://127.0.0.1:{port}/jwks.json");
+    let live = JwksServer::start(Behavior::Serve(rsa_only_jwks()), false);
+    let gw = gateway_for(&dead, "", "", false);
+    assert_eq!(gw.ready_status(), Some(503));
+    eventually(Duration::from_secs(10), "the dead URI fetched", || {
+        fetches(&gw, &dead, "connect") >= 1.0
+    });
+
+    // The rule now reads keys elsewhere.
+    let rules = test_request_authentication(&live.url(), "");
+    std::fs::write(gw.config_dir().join("authn.yaml"), rules).unwrap();
+    eventually(Duration::from_secs(10), "ready on the new key set", || {
+        gw.ready_status() == Some(200)
+    });
+    assert_eq!(status(&gw, Some(&fresh_rs256())).0, 200);
+    // The removed URI is fetched no more (the retry backoff starts at 1 s
+    // and doubles: three seconds would show a retry).
+    let attempts = fetches(&gw, &dead, "connect");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(fetches(&gw, &dead, "connect"), attempts);
+}

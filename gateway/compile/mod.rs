@@ -162,6 +162,7 @@ pub fn compile(config: &Config, shared: &Shared) -> Result<Snapshot, ConfigError
         clusters: Vec::new(),
         cluster_index: HashMap::new(),
         previous,
+        jwks_uris: HashSet::new(),
     };
     let gateways = c.gateways(config);
     let services = c.service_entries(config);
@@ -185,6 +186,8 @@ pub fn compile(config: &Config, shared: &Shared) -> Result<Snapshot, ConfigError
         .map(|cl| (cluster_key(cl), cl.clone()))
         .collect();
     *shared.clusters.lock().unwrap_or_else(|e| e.into_inner()) = in_use;
+    // A jwksUri no rule names any more stops being fetched.
+    shared.jwks.retain(&c.jwks_uris);
     Ok(Snapshot {
         listeners: c.listeners,
         clusters: c.clusters,
@@ -211,6 +214,8 @@ pub fn compile(config: &Config, shared: &Shared) -> Result<Snapshot, ConfigError
 }
 
 struct Compiler {
+    /// Every jwksUri the configuration names.
+    jwks_uris: HashSet<String>,
     settings: Settings,
     errors: Vec<ConfigError>,
     listeners: HashMap<String, HostTable>,
@@ -752,6 +757,7 @@ impl Compiler {
             (None, Some(uri)) => {
                 if uri.starts_with("http://") || uri.starts_with("https://") {
                     let source = jwks.source(uri, timeout);
+                    self.jwks_uris.insert(uri.clone());
                     refetch = Some(source.clone() as Arc<dyn KeyRefetch>);
                     Some(source.slot.clone())
                 } else {

@@ -283,6 +283,7 @@ pub struct JwksRegistry {
     config: JwksConfig,
     client: reqwest::Client,
     sources: Mutex<HashMap<String, Arc<KeySource>>>,
+    /// Sources were added or removed.
     added: Notify,
 }
 
@@ -366,6 +367,30 @@ impl JwksRegistry {
         source
     }
 
+    /// Drops every source whose URI is not in `uris`: its refresh stops
+    /// and its per-URI gauges go away.
+    pub fn retain(&self, uris: &std::collections::HashSet<String>) {
+        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        let removed: Vec<String> = sources
+            .keys()
+            .filter(|uri| !uris.contains(*uri))
+            .cloned()
+            .collect();
+        if removed.is_empty() {
+            return;
+        }
+        let metrics = crate::metrics::get();
+        for uri in &removed {
+            sources.remove(uri);
+            let _ = metrics.jwks_keys.remove_label_values(&[uri]);
+            let _ = metrics.jwks_last_success.remove_label_values(&[uri]);
+            let _ = metrics.jwks_age.remove_label_values(&[uri]);
+            tracing::info!(%uri, "no rule names this jwksUri any more: no longer fetched");
+        }
+        drop(sources);
+        self.added.notify_one();
+    }
+
     pub fn sources(&self) -> Vec<Arc<KeySource>> {
         let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
         sources.values().cloned().collect()
@@ -441,7 +466,15 @@ impl BackgroundService for JwksRefresher {
         let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
         let mut ready = Some(ready);
         loop {
-            for source in self.registry.sources() {
+            let sources = self.registry.sources();
+            running.retain(|uri, task| {
+                let kept = sources.iter().any(|s| &s.uri == uri);
+                if !kept {
+                    task.abort();
+                }
+                kept
+            });
+            for source in sources {
                 if !running.contains_key(&source.uri) {
                     let uri = source.uri.clone();
                     running.insert(uri, tokio::spawn(source.keep_fresh(interval)));
