@@ -213,7 +213,7 @@ impl Metrics {
             &registry,
             prometheus::Gauge::new(
                 "claimgate_config_last_reload_success_timestamp_seconds",
-                "Unix time of the last successful reload.",
+                "Unix time of the last successful load (start, then each reload).",
             )
             .expect("a valid metric definition"),
         );
@@ -252,12 +252,12 @@ impl Metrics {
         let jwt_cache_hits = counter(
             &registry,
             "claimgate_jwt_cache_hits_total",
-            "Token cache lookups that found the token.",
+            "Token cache lookups that found the token (the entry's own checks may still send it to a full validation).",
         );
         let jwt_cache_misses = counter(
             &registry,
             "claimgate_jwt_cache_misses_total",
-            "Token cache lookups that did not find the token.",
+            "Token cache lookups that did not find the token (any token that is looked up: also invalid ones).",
         );
         let jwt_cache_evictions = counter(
             &registry,

@@ -46,7 +46,6 @@ impl Reloader {
         started: Settings,
     ) -> Reloader {
         let started_listeners = state.load().listener_addrs();
-        crate::metrics::get().config_generation.set(1);
         Reloader {
             path,
             shared,

@@ -52,6 +52,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     })?);
     let mut snapshot = compile(&config, &shared)?;
     snapshot.provenance.generation = 1;
+    start_metrics();
     let listeners = snapshot.listener_addrs();
     let state = Arc::new(ArcSwap::from_pointee(snapshot));
     let admin_addr = settings.admin.to_string();
@@ -139,9 +140,14 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         server.add_service(background_service("upgrade on SIGUSR2", upgrade));
     }
 
-    if let Some(path) = options.path {
-        let reloader = Reloader::new(path, shared.clone(), state.clone(), settings.clone());
-        server.add_service(background_service("config reload", reloader));
+    match options.path {
+        Some(path) => {
+            let reloader = Reloader::new(path, shared.clone(), state.clone(), settings.clone());
+            server.add_service(background_service("config reload", reloader));
+        }
+        None => {
+            server.add_service(background_service("SIGHUP", IgnoreHangup));
+        }
     }
 
     tracing::info!(listeners = ?listeners, admin = %settings.admin, upgrade = options.upgrade, "claimgate starting");
@@ -173,4 +179,42 @@ fn watch_hand_over(server: &Server) -> Arc<AtomicBool> {
         tracing::warn!(%error, "cannot watch for the socket hand-over");
     }
     flag
+}
+
+/// The first load counts as generation 1, and every counter whose label
+/// values are known starts at 0, so `increase()` sees its first event.
+fn start_metrics() {
+    let metrics = crate::metrics::get();
+    metrics.config_generation.set(1);
+    metrics.config_last_success.set(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+    );
+    for result in ["ok", "error"] {
+        metrics.config_reloads.with_label_values(&[result]);
+    }
+    for reason in crate::proxy::REASONS {
+        metrics.rejections.with_label_values(&[reason]);
+    }
+}
+
+/// Without a config path (the demo) there is nothing to reload; SIGHUP
+/// is logged instead of killing the process, as it would by default.
+struct IgnoreHangup;
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for IgnoreHangup {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => tracing::warn!("SIGHUP: no configuration path to reload"),
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
 }

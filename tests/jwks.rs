@@ -317,3 +317,32 @@ fn a_jwks_uri_removed_by_a_reload_is_no_longer_fetched_or_waited_for() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(fetches(&gw, &dead, "connect"), attempts);
 }
+
+#[test]
+fn refetching_an_unchanged_key_set_keeps_cached_tokens_cached() {
+    let server = JwksServer::start(Behavior::Serve(rsa_only_jwks()), false);
+    let gw = gateway_for(&server.url(), "", "", true);
+    let validations = |result: &str| {
+        gw.metric(&format!(
+            "claimgate_jwt_validations_total{{issuer=\"{TEST_ISSUER}\",result=\"{result}\"}}"
+        ))
+    };
+    let token = fresh_rs256();
+    assert_eq!(status(&gw, Some(&token)).0, 200);
+    assert_eq!(status(&gw, Some(&token)).0, 200);
+    assert_eq!(validations("cached"), 1.0);
+
+    // An unknown kid makes the gateway fetch the set again: the same set.
+    let fetched = server.hits();
+    let unknown = rs256_with_header(
+        &json!({"alg": "RS256", "kid": "not-there"}),
+        &claims(json!({})).to_string(),
+    );
+    assert_eq!(status(&gw, Some(&unknown)).0, 401);
+    assert_eq!(server.hits(), fetched + 1);
+
+    // The token it had verified is still a cache hit, not verified again.
+    assert_eq!(status(&gw, Some(&token)).0, 200);
+    assert_eq!(validations("cached"), 2.0);
+    assert_eq!(validations("valid"), 1.0);
+}

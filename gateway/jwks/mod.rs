@@ -97,6 +97,8 @@ struct State {
     last_success: Option<f64>,
     /// When an unknown `kid` last caused a refetch.
     last_refetch: Option<Instant>,
+    /// SHA-256 of the fetched body in force.
+    digest: Option<[u8; 32]>,
 }
 
 /// One `jwksUri` and the slot its keys are published in.
@@ -135,6 +137,19 @@ impl KeySource {
         state.last_success.map(|t| (unix_now() - t).max(0.0))
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The set in force was fetched again, unchanged.
+    fn confirm(&self, fetched_at: f64) {
+        crate::metrics::get()
+            .jwks_last_success
+            .with_label_values(&[&self.uri])
+            .set(fetched_at);
+        self.lock().last_success = Some(fetched_at);
+    }
+
     fn install(&self, keys: KeySet, fetched_at: f64) {
         let metrics = crate::metrics::get();
         metrics
@@ -170,13 +185,24 @@ impl KeySource {
             Ok((keys, body)) => {
                 let count = keys.keys.len();
                 let now = unix_now();
-                self.install(keys, now);
+                let digest = sha256(&body);
+                if self.is_loaded() && self.lock().digest == Some(digest) {
+                    // The same set again: keep the one in force, so tokens
+                    // it verified stay cached (a flood of unknown kids
+                    // would otherwise make every cached token verify again
+                    // once per cooldown).
+                    self.confirm(now);
+                    tracing::debug!(uri = %self.uri, keys = count, "fetched JWKS, unchanged");
+                } else {
+                    self.install(keys, now);
+                    self.lock().digest = Some(digest);
+                    tracing::info!(uri = %self.uri, keys = count, "fetched JWKS");
+                }
                 if let Some(dir) = &self.cache_dir {
                     if let Err(error) = persist::save(dir, &self.uri, &body, now) {
                         tracing::warn!(uri = %self.uri, %error, "cannot persist the key set");
                     }
                 }
-                tracing::info!(uri = %self.uri, keys = count, "fetched JWKS");
                 Ok(count)
             }
             Err(error) => {
@@ -405,6 +431,12 @@ impl JwksRegistry {
             }
         }
     }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+    out
 }
 
 fn unix_now() -> f64 {

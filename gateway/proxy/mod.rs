@@ -19,7 +19,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::{HttpPeer, Peer};
 use pingora::{Error, ErrorType, Result};
 
-pub use reject::{Rejection, NO_HEALTHY_UPSTREAM};
+pub use reject::{Rejection, NO_HEALTHY_UPSTREAM, REASONS};
 
 use crate::access_log::{redact_query, rfc3339, AccessLog, Entry};
 use crate::authz::{remote_ip, AuthzRequest, Decision};

@@ -8,6 +8,27 @@ use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::jwt::JwtError;
 
+/// Every `reason()` there is: the label values of
+/// `claimgate_rejections_total`, each present from the start at 0.
+pub const REASONS: &[&str] = &[
+    "malformed",
+    "expired",
+    "not_yet_valid",
+    "unknown_issuer",
+    "unknown_kid",
+    "bad_signature",
+    "audience",
+    "jwks_unavailable",
+    "multiple_tokens",
+    "authz_denied",
+    "no_route",
+    "no_healthy_upstream",
+    "upstream_connect_failure",
+    "upstream_reset",
+    "upstream_timeout",
+    "upstream_protocol_error",
+];
+
 /// Why the gateway answered instead of the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
@@ -116,3 +137,56 @@ impl Rejection {
 
 /// The `Custom` error type `upstream_peer` raises for an empty cluster.
 pub const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_is_a_listed_label_value() {
+        use JwtError::*;
+        let jwt = [
+            BadFormat,
+            HeaderBadBase64,
+            HeaderBadJson,
+            HeaderBadAlg,
+            HeaderNotImplementedAlg,
+            HeaderBadKid,
+            HeaderCritUnsupported,
+            TooLarge,
+            PayloadBadBase64,
+            PayloadBadJson,
+            PayloadIssNotString,
+            PayloadSubNotString,
+            PayloadIatNotInteger,
+            PayloadNbfNotInteger,
+            PayloadExpNotInteger,
+            PayloadAudNotStringOrList,
+            SignatureBadBase64,
+            UnknownIssuer,
+            Expired,
+            NotYetValid,
+            AudienceNotAllowed,
+            KidAlgMismatch,
+            VerificationFail,
+            JwksFetchFail,
+            MultipleTokens,
+        ];
+        let others = [
+            Rejection::Denied,
+            Rejection::NoRoute,
+            Rejection::NoHealthyUpstream,
+            Rejection::ConnectFailure,
+            Rejection::UpstreamReset,
+            Rejection::UpstreamTimeout,
+            Rejection::UpstreamProtocolError,
+        ];
+        let all = jwt.into_iter().map(Rejection::Jwt).chain(others);
+        let mut seen = std::collections::HashSet::new();
+        for rejection in all {
+            assert!(REASONS.contains(&rejection.reason()), "{rejection:?}");
+            seen.insert(rejection.reason());
+        }
+        assert_eq!(seen.len(), REASONS.len(), "a listed reason nothing gives");
+    }
+}
