@@ -104,6 +104,23 @@ fn sigterm_finishes_every_accepted_request_and_exits_0() {
     );
 }
 
+/// Kills, when dropped, every process started by an upgrade of the
+/// gateway on `config`: a failed assertion must not leave one running.
+struct KillUpgrades(String);
+
+impl Drop for KillUpgrades {
+    fn drop(&mut self) {
+        for pid in pids_running(&self.0) {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains("--upgrade") {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+}
+
 /// The sockets and a request stream shared by the two upgrade tests.
 struct Upgrade {
     gw: Gateway,
@@ -177,6 +194,7 @@ impl Upgrade {
 #[test]
 fn run_upgrade_and_sigquit_take_the_sockets_over_losing_nothing() {
     let up = start_under_load();
+    let _cleanup = KillUpgrades(up.gw.config_dir().display().to_string());
     let mut new = up.gw.spawn_upgrade();
     eventually(
         Duration::from_secs(30),
@@ -209,6 +227,7 @@ fn pids_running(needle: &str) -> Vec<u32> {
 fn sigusr2_upgrades_in_place_losing_nothing() {
     let up = start_under_load();
     let config = up.gw.config_dir().display().to_string();
+    let _cleanup = KillUpgrades(config.clone());
     let old = up.gw.pid();
     up.gw.signal("USR2");
     eventually(
@@ -222,9 +241,6 @@ fn sigusr2_upgrades_in_place_losing_nothing() {
         .filter(|pid| *pid != old)
         .collect();
     assert_eq!(new.len(), 1, "{gw_log}");
-    let _ = std::process::Command::new("kill")
-        .arg(new[0].to_string())
-        .status();
 }
 
 #[test]
