@@ -24,23 +24,6 @@ spec:
     )
 }
 
-fn claim_routed(target: &str) -> String {
-    format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: claims, namespace: foo}}
-spec:
-  hosts: ["*"]
-  gateways: [httpbin-gateway]
-  http:
-  - match:
-    - headers:
-        "@request.auth.claims.groups": {{exact: group1}}
-    route: [{{destination: {{host: {target}}}}}]
-"#
-    )
-}
-
 #[test]
 fn sigterm_finishes_every_accepted_request_and_exits_0() {
     let port = free_port();
@@ -145,7 +128,10 @@ fn start_under_load() -> Upgrade {
             "origin.yaml",
             service_entry_yaml("alpha", "alpha.foo.svc.cluster.local", echo_origin("alpha")),
         ),
-        ("routes.yaml", claim_routed("alpha.foo.svc.cluster.local")),
+        (
+            "routes.yaml",
+            group1_routes_to("alpha.foo.svc.cluster.local"),
+        ),
     ];
     let settings = format!("  drainPeriod: 1s\n  upgradeSocket: {}\n", socket.display());
     let gw = Gateway::start_with_settings(port, &files, &settings);

@@ -12,21 +12,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::*;
 
+/// Requests whose token has `groups: group1` go to `target`.
 fn routes(target: &str) -> String {
-    format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: claims, namespace: foo}}
-spec:
-  hosts: ["*"]
-  gateways: [httpbin-gateway]
-  http:
-  - match:
-    - headers:
-        "@request.auth.claims.groups": {{exact: group1}}
-    route: [{{destination: {{host: {target}, port: {{number: 8000}}}}}}]
-"#
-    )
+    group1_routes_to(&format!("{target}.foo.svc.cluster.local"))
 }
 
 /// Writes `text` as `name` in `dir` the way editors and config tools do:

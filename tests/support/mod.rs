@@ -207,6 +207,25 @@ spec:
     )
 }
 
+/// A VirtualService `foo/claims` on the httpbin Gateway: requests whose
+/// token has `groups: group1` go to `host`; nothing else is routed.
+pub fn group1_routes_to(host: &str) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: claims, namespace: foo}}
+spec:
+  hosts: ["*"]
+  gateways: [httpbin-gateway]
+  http:
+  - match:
+    - headers:
+        "@request.auth.claims.groups": {{exact: group1}}
+    route: [{{destination: {{host: {host}}}}}]
+"#
+    )
+}
+
 /// A STATIC ServiceEntry for `host` in namespace `foo`, port 8000, at `addr`.
 pub fn service_entry_yaml(name: &str, host: &str, addr: SocketAddr) -> String {
     format!(
