@@ -137,6 +137,7 @@ impl Reloader {
             ("jwksCaFile", old.jwks.ca_file != settings.jwks.ca_file),
             ("drainPeriod", old.drain_seconds != settings.drain_seconds),
             ("accessLog", old.access_log != settings.access_log),
+            ("dnsRefreshRate", old.dns_refresh != settings.dns_refresh),
             (
                 "upgradeSocket",
                 old.upgrade_socket != settings.upgrade_socket,

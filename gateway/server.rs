@@ -20,6 +20,7 @@ use crate::jwks::JwksRefresher;
 use crate::lifecycle::{SystemdNotify, UpgradeOnSignal};
 use crate::proxy::{Counted, Gateway};
 use crate::reload::Reloader;
+use crate::upstream::DnsRefresher;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -84,16 +85,24 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     let handed_over = watch_hand_over(&server);
 
-    // Start order: the key sets first (warm, or given up on), then the
-    // sockets (bound, or taken over from the old process), then the
-    // listeners. An upgrade therefore takes the sockets only once it can
+    // Start order: the key sets and the DNS names first (resolved, or
+    // given up on), then the sockets (bound, or taken over from the old
+    // process), then the listeners. An upgrade therefore takes the sockets only once it can
     // validate tokens, while the old process goes on serving.
     let keys = server.add_service(background_service(
         "jwks refresh",
         JwksRefresher::new(shared.jwks.clone()),
     ));
+    let endpoints = server.add_service(background_service(
+        "dns",
+        DnsRefresher {
+            state: state.clone(),
+            every: settings.dns_refresh,
+        },
+    ));
     let sockets = server.bootstrap_as_a_service();
     sockets.add_dependency(&keys);
+    sockets.add_dependency(&endpoints);
 
     let mut serving = Vec::new();
     for addr in &listeners {

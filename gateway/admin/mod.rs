@@ -76,7 +76,8 @@ impl Admin {
             "listeners": snapshot.listener_addrs(),
             "clusters": snapshot.clusters.iter().map(|c| serde_json::json!({
                 "name": &*c.name,
-                "endpoints": c.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+                "endpoints": c.addresses().iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+                "dns": c.dns.as_ref().map(|d| d.targets.iter().map(|(n, p)| format!("{n}:{p}")).collect::<Vec<_>>()),
             })).collect::<Vec<_>>(),
             "documents": documents,
         });

@@ -43,6 +43,7 @@ pub struct Settings {
     pub drain_seconds: u64,
     pub upgrade_socket: PathBuf,
     pub access_log: crate::access_log::Target,
+    pub dns_refresh: Duration,
 }
 
 /// What outlives one compiled snapshot: remote key sets (so a recompile
@@ -55,9 +56,9 @@ pub struct Shared {
     clusters: std::sync::Mutex<HashMap<ClusterKey, Arc<Cluster>>>,
 }
 
-/// A cluster is the same cluster while its name, endpoints and connect
-/// timeout are.
-type ClusterKey = (String, Vec<SocketAddr>, Duration);
+/// A cluster is the same cluster while its name, endpoints (addresses, or
+/// names resolved by DNS) and connect timeout are.
+type ClusterKey = (String, Vec<SocketAddr>, Vec<(String, u16)>, Duration);
 
 impl Shared {
     pub fn new(settings: &Settings) -> Result<Shared, String> {
@@ -100,6 +101,7 @@ pub fn settings(config: &Config) -> Result<Settings, ConfigErrors> {
     let upstream_connect_timeout =
         duration("upstreamConnectTimeout", &spec.upstream_connect_timeout);
     let drain = duration("drainPeriod", &spec.drain_period);
+    let dns_refresh = duration("dnsRefreshRate", &spec.dns_refresh_rate);
     let admin = spec.admin.parse().unwrap_or_else(|_| {
         errors.push(ConfigError::new(
             source,
@@ -140,6 +142,7 @@ pub fn settings(config: &Config) -> Result<Settings, ConfigErrors> {
             drain_seconds: drain.as_secs() + u64::from(drain.subsec_nanos() > 0),
             upgrade_socket: PathBuf::from(&spec.upgrade_socket),
             access_log: crate::access_log::Target::parse(&spec.access_log),
+            dns_refresh,
         })
     } else {
         Err(ConfigErrors(errors))
@@ -239,7 +242,31 @@ type GatewayServers = Vec<(String, Vec<ServerHost>)>;
 /// A validated ServiceEntry: its resource and its endpoint addresses.
 struct Service<'c> {
     entry: &'c Resource<ServiceEntrySpec>,
-    addresses: Vec<IpAddr>,
+    /// One per endpoint; for `resolution: DNS` without endpoints, one per
+    /// host of the entry.
+    addresses: Vec<Address>,
+    /// `resolution: DNS`.
+    dns: bool,
+}
+
+/// An endpoint address: an IP, or a name resolved by DNS.
+#[derive(Debug, Clone)]
+enum Address {
+    Ip(IpAddr),
+    Name(String),
+}
+
+/// Whether `name` can be a DNS host name (letters, digits, `-`, `.`).
+fn is_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 impl Compiler {
@@ -331,35 +358,59 @@ impl Compiler {
         let mut services: HashMap<String, Service<'c>> = HashMap::new();
         for se in &config.service_entries {
             let before = self.errors.len();
-            match se.spec.resolution.as_deref() {
-                Some("STATIC") => {}
-                other => self.error(
-                    &se.source,
-                    "spec.resolution",
-                    format!(
-                        "{} is not supported: use STATIC with endpoint IP addresses",
-                        other.map_or("the default (NONE)".to_string(), |r| format!("`{r}`"))
-                    ),
-                ),
-            }
-            if se.spec.endpoints.is_empty() {
+            let dns = match se.spec.resolution.as_deref() {
+                Some("STATIC") => false,
+                Some("DNS") => true,
+                other => {
+                    self.error(
+                        &se.source,
+                        "spec.resolution",
+                        format!(
+                            "{} is not supported: use STATIC with endpoint IP addresses, or DNS",
+                            other.map_or("the default (NONE)".to_string(), |r| format!("`{r}`"))
+                        ),
+                    );
+                    false
+                }
+            };
+            if se.spec.endpoints.is_empty() && !dns {
                 self.error(
                     &se.source,
                     "spec.endpoints",
-                    "at least one endpoint is required",
+                    "at least one endpoint is required (or resolution: DNS, to resolve the hosts)",
                 );
             }
             if se.spec.ports.is_empty() {
                 self.error(&se.source, "spec.ports", "at least one port is required");
             }
             let mut addresses = Vec::new();
+            if dns && se.spec.endpoints.is_empty() {
+                for (i, host) in se.spec.hosts.iter().enumerate() {
+                    if is_host_name(host) {
+                        addresses.push(Address::Name(host.to_ascii_lowercase()));
+                    } else {
+                        self.error(
+                            &se.source,
+                            format!("spec.hosts[{i}]"),
+                            format!("`{host}` cannot be resolved by DNS: name the endpoints"),
+                        );
+                    }
+                }
+            }
             for (i, ep) in se.spec.endpoints.iter().enumerate() {
                 match ep.address.parse::<IpAddr>() {
-                    Ok(ip) => addresses.push(ip),
+                    Ok(ip) => addresses.push(Address::Ip(ip)),
+                    Err(_) if dns && is_host_name(&ep.address) => {
+                        addresses.push(Address::Name(ep.address.to_ascii_lowercase()))
+                    }
                     Err(_) => self.error(
                         &se.source,
                         format!("spec.endpoints[{i}].address"),
-                        format!("`{}` is not an IP address (STATIC resolution)", ep.address),
+                        if dns {
+                            format!("`{}` is neither an IP address nor a host name", ep.address)
+                        } else {
+                            format!("`{}` is not an IP address (STATIC resolution)", ep.address)
+                        },
                     ),
                 }
                 for name in ep.ports.keys() {
@@ -396,6 +447,7 @@ impl Compiler {
                     Service {
                         entry: se,
                         addresses: addresses.clone(),
+                        dns,
                     },
                 );
             }
@@ -650,30 +702,36 @@ impl Compiler {
         if let Some(&index) = self.cluster_index.get(&key) {
             return Some(index);
         }
-        let endpoints: Vec<SocketAddr> = service
-            .entry
-            .spec
-            .endpoints
-            .iter()
-            .zip(&service.addresses)
-            .map(|(ep, ip)| {
-                let target = port
-                    .name
-                    .as_ref()
-                    .and_then(|n| ep.ports.get(n).copied())
-                    .or(port.target_port)
-                    .unwrap_or(port.number);
-                SocketAddr::new(*ip, target)
-            })
-            .collect();
+        // Each endpoint's port: its own for the port's name, else the
+        // entry's targetPort, else the port number. Hosts resolved by DNS
+        // (no endpoints) take the entry's.
+        let endpoint_ports = service.entry.spec.endpoints.iter().map(|ep| {
+            port.name
+                .as_ref()
+                .and_then(|n| ep.ports.get(n).copied())
+                .or(port.target_port)
+                .unwrap_or(port.number)
+        });
+        let default_port = port.target_port.unwrap_or(port.number);
+        let ports = endpoint_ports.chain(std::iter::repeat(default_port));
+        let mut endpoints: Vec<SocketAddr> = Vec::new();
+        let mut names: Vec<(String, u16)> = Vec::new();
+        for (address, target) in service.addresses.iter().zip(ports) {
+            match address {
+                Address::Ip(ip) if !service.dns => endpoints.push(SocketAddr::new(*ip, target)),
+                Address::Ip(ip) => names.push((ip.to_string(), target)),
+                Address::Name(name) => names.push((name.clone(), target)),
+            }
+        }
         let name = format!("outbound|{}||{host}", port.number);
         let timeout = self.settings.upstream_connect_timeout;
         let reused = self
             .previous
-            .get(&(name.clone(), endpoints.clone(), timeout))
+            .get(&(name.clone(), endpoints.clone(), names.clone(), timeout))
             .cloned();
         let cluster = match reused {
             Some(cluster) => Ok(cluster),
+            None if service.dns => Ok(Arc::new(Cluster::dns(name, host.clone(), names, timeout))),
             None => Cluster::new(name, host.clone(), endpoints, timeout).map(Arc::new),
         };
         match cluster {
@@ -866,6 +924,10 @@ fn cluster_key(cluster: &Cluster) -> ClusterKey {
     (
         cluster.name.to_string(),
         cluster.endpoints.clone(),
+        cluster
+            .dns
+            .as_ref()
+            .map_or_else(Vec::new, |d| d.targets.clone()),
         cluster.connect_timeout(),
     )
 }

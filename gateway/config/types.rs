@@ -378,6 +378,9 @@ pub struct SettingsSpec {
     /// The access log: `off`, `stdout`, or a file path (reopened on
     /// SIGUSR1). Default `off`.
     pub access_log: String,
+    /// How often each ServiceEntry `resolution: DNS` name is resolved again
+    /// (Istio duration; Istio's `dnsRefreshRate`). Default `60s`.
+    pub dns_refresh_rate: String,
 }
 
 impl Default for SettingsSpec {
@@ -397,6 +400,7 @@ impl Default for SettingsSpec {
             drain_period: "5s".to_string(),
             upgrade_socket: "/tmp/claimgate-upgrade.sock".to_string(),
             access_log: "off".to_string(),
+            dns_refresh_rate: "60s".to_string(),
         }
     }
 }
