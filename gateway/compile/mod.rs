@@ -26,7 +26,7 @@ use crate::jwt::{Authenticator, KeySet, Provider, TokenCache, TokenLocation, Val
 use crate::metrics::RouteMetrics;
 use crate::routing::{ClaimPath, Condition, HostTable, MatchRule, Route, StringMatcher};
 use crate::snapshot::Snapshot;
-use crate::upstream::Cluster;
+use crate::upstream::{Balance, Cluster, DnsTargets, HashOn, Outlier, Policy};
 
 /// Process settings, validated.
 #[derive(Debug, Clone)]
@@ -58,7 +58,13 @@ pub struct Shared {
 
 /// A cluster is the same cluster while its name, endpoints (addresses, or
 /// names resolved by DNS) and connect timeout are.
-type ClusterKey = (String, Vec<SocketAddr>, Vec<(String, u16)>, Duration);
+type ClusterKey = (
+    String,
+    Vec<SocketAddr>,
+    Vec<(String, u16)>,
+    Duration,
+    Policy,
+);
 
 impl Shared {
     pub fn new(settings: &Settings) -> Result<Shared, String> {
@@ -166,9 +172,11 @@ pub fn compile(config: &Config, shared: &Shared) -> Result<Snapshot, ConfigError
         cluster_index: HashMap::new(),
         previous,
         jwks_uris: HashSet::new(),
+        policies: HashMap::new(),
     };
     let gateways = c.gateways(config);
     let services = c.service_entries(config);
+    c.destination_rules(config);
     for vs in &config.virtual_services {
         c.virtual_service(vs, &gateways, &services);
     }
@@ -217,6 +225,8 @@ pub fn compile(config: &Config, shared: &Shared) -> Result<Snapshot, ConfigError
 }
 
 struct Compiler {
+    /// DestinationRule traffic policies by host.
+    policies: HashMap<String, Policy>,
     /// Every jwksUri the configuration names.
     jwks_uris: HashSet<String>,
     settings: Settings,
@@ -453,6 +463,166 @@ impl Compiler {
             }
         }
         services
+    }
+
+    /// Each DestinationRule's traffic policy, by the host it names (as
+    /// given, and its fully qualified form for a short name).
+    fn destination_rules(&mut self, config: &Config) {
+        for dr in &config.destination_rules {
+            let before = self.errors.len();
+            let host = dr.spec.host.to_ascii_lowercase();
+            if dr.spec.subsets.is_some() {
+                self.error(&dr.source, "spec.subsets", "subsets are not supported yet");
+            }
+            if dr.spec.workload_selector.is_some() {
+                self.error(
+                    &dr.source,
+                    "spec.workloadSelector",
+                    "applies to sidecars, not to this gateway",
+                );
+            }
+            let policy = self.traffic_policy(&dr.source, dr.spec.traffic_policy.as_ref());
+            if self.errors.len() != before {
+                continue;
+            }
+            let mut names = vec![host.clone()];
+            if !host.contains('.') {
+                names.push(format!(
+                    "{host}.{}.svc.cluster.local",
+                    dr.metadata.namespace
+                ));
+            }
+            for name in names {
+                if self.policies.insert(name.clone(), policy.clone()).is_some() {
+                    self.error(
+                        &dr.source,
+                        "spec.host",
+                        format!("another DestinationRule already applies to `{name}`"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn traffic_policy(
+        &mut self,
+        source: &Source,
+        tp: Option<&crate::config::TrafficPolicy>,
+    ) -> Policy {
+        let mut policy = Policy::default();
+        let Some(tp) = tp else {
+            return policy;
+        };
+        let at = "spec.trafficPolicy";
+        for (field, set) in [
+            ("connectionPool", tp.connection_pool.is_some()),
+            ("tls", tp.tls.is_some()),
+            ("portLevelSettings", tp.port_level_settings.is_some()),
+        ] {
+            if set {
+                self.error(source, format!("{at}.{field}"), "not supported yet");
+            }
+        }
+        if let Some(lb) = &tp.load_balancer {
+            let at = format!("{at}.loadBalancer");
+            if lb.locality_lb_setting.is_some() || lb.warmup_duration_secs.is_some() {
+                self.error(
+                    source,
+                    &at,
+                    "localityLbSetting and warmupDurationSecs are not supported",
+                );
+            }
+            match (&lb.simple, &lb.consistent_hash) {
+                (Some(_), Some(_)) => {
+                    self.error(source, &at, "simple and consistentHash exclude each other")
+                }
+                (Some(simple), None) => match simple.as_str() {
+                    "ROUND_ROBIN" | "UNSPECIFIED" => policy.balance = Balance::RoundRobin,
+                    "RANDOM" => policy.balance = Balance::Random,
+                    "LEAST_REQUEST" | "LEAST_CONN" => policy.balance = Balance::LeastRequest,
+                    other => self.error(
+                        source,
+                        format!("{at}.simple"),
+                        format!("`{other}` is not supported (ROUND_ROBIN, RANDOM, LEAST_REQUEST)"),
+                    ),
+                },
+                (None, Some(hash)) => {
+                    let at = format!("{at}.consistentHash");
+                    let mut on = Vec::new();
+                    if let Some(name) = &hash.http_header_name {
+                        match HeaderName::from_bytes(name.as_bytes()) {
+                            Ok(h) => on.push(HashOn::Header(h)),
+                            Err(_) => self.error(
+                                source,
+                                format!("{at}.httpHeaderName"),
+                                "not a header name",
+                            ),
+                        }
+                    }
+                    if let Some(cookie) = &hash.http_cookie {
+                        if cookie.ttl.is_some() {
+                            self.error(source, format!("{at}.httpCookie.ttl"), "the gateway does not set cookies: name an existing cookie without ttl");
+                        }
+                        on.push(HashOn::Cookie(cookie.name.clone()));
+                    }
+                    if hash.use_source_ip == Some(true) {
+                        on.push(HashOn::SourceIp);
+                    }
+                    if let Some(param) = &hash.http_query_parameter_name {
+                        on.push(HashOn::QueryParameter(param.clone()));
+                    }
+                    match on.len() {
+                        1 => policy.balance = Balance::Hash(on.remove(0)),
+                        0 => self.error(source, &at, "name what to hash: httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName"),
+                        _ => self.error(source, &at, "name only one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName"),
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+        if let Some(od) = &tp.outlier_detection {
+            let at = format!("{at}.outlierDetection");
+            let mut outlier = Outlier::default();
+            if let Some(n) = od.consecutive_5xx_errors {
+                outlier.consecutive_5xx = n;
+            }
+            if let Some(n) = od.consecutive_gateway_errors {
+                outlier.consecutive_gateway = n;
+            }
+            if let Some(text) = &od.base_ejection_time {
+                match parse_duration(text) {
+                    Ok(d) if !d.is_zero() => outlier.base_ejection = d,
+                    Ok(_) => self.error(
+                        source,
+                        format!("{at}.baseEjectionTime"),
+                        "must be more than zero",
+                    ),
+                    Err(e) => self.error(source, format!("{at}.baseEjectionTime"), e),
+                }
+            }
+            if let Some(text) = &od.interval {
+                // Ejections are checked on every pick, not swept: the
+                // interval only needs to be valid.
+                if let Err(e) = parse_duration(text) {
+                    self.error(source, format!("{at}.interval"), e);
+                }
+            }
+            if let Some(p) = od.max_ejection_percent {
+                if p > 100 {
+                    self.error(source, format!("{at}.maxEjectionPercent"), "at most 100");
+                }
+                outlier.max_ejection_percent = p.min(100);
+            }
+            if od.min_health_percent.is_some_and(|p| p > 0) {
+                self.error(
+                    source,
+                    format!("{at}.minHealthPercent"),
+                    "not supported (Envoy's panic mode): leave it 0",
+                );
+            }
+            policy.outlier = Some(outlier);
+        }
+        policy
     }
 
     fn virtual_service(
@@ -725,14 +895,23 @@ impl Compiler {
         }
         let name = format!("outbound|{}||{host}", port.number);
         let timeout = self.settings.upstream_connect_timeout;
+        let policy = self.policies.get(host).cloned().unwrap_or_default();
         let reused = self
             .previous
-            .get(&(name.clone(), endpoints.clone(), names.clone(), timeout))
+            .get(&(
+                name.clone(),
+                endpoints.clone(),
+                names.clone(),
+                timeout,
+                policy.clone(),
+            ))
             .cloned();
         let cluster = match reused {
             Some(cluster) => Ok(cluster),
-            None if service.dns => Ok(Arc::new(Cluster::dns(name, host.clone(), names, timeout))),
-            None => Cluster::new(name, host.clone(), endpoints, timeout).map(Arc::new),
+            None => {
+                let dns = service.dns.then(|| DnsTargets::new(names));
+                Cluster::build(name, host.clone(), endpoints, dns, timeout, policy).map(Arc::new)
+            }
         };
         match cluster {
             Ok(cluster) => {
@@ -929,6 +1108,7 @@ fn cluster_key(cluster: &Cluster) -> ClusterKey {
             .as_ref()
             .map_or_else(Vec::new, |d| d.targets.clone()),
         cluster.connect_timeout(),
+        cluster.policy.clone(),
     )
 }
 

@@ -58,6 +58,7 @@ pub struct Config {
     pub gateways: Vec<Resource<GatewaySpec>>,
     pub virtual_services: Vec<Resource<VirtualServiceSpec>>,
     pub service_entries: Vec<Resource<ServiceEntrySpec>>,
+    pub destination_rules: Vec<Resource<DestinationRuleSpec>>,
     pub request_authentications: Vec<Resource<RequestAuthenticationSpec>>,
     pub authorization_policies: Vec<Resource<AuthorizationPolicySpec>>,
     pub settings: Option<Resource<SettingsSpec>>,
@@ -71,6 +72,7 @@ impl Config {
         self.gateways.extend(other.gateways);
         self.virtual_services.extend(other.virtual_services);
         self.service_entries.extend(other.service_entries);
+        self.destination_rules.extend(other.destination_rules);
         self.request_authentications
             .extend(other.request_authentications);
         self.authorization_policies
@@ -254,6 +256,7 @@ const KINDS: &[(&str, &[&str])] = &[
     ("Gateway", NETWORKING),
     ("VirtualService", NETWORKING),
     ("ServiceEntry", NETWORKING),
+    ("DestinationRule", NETWORKING),
     ("RequestAuthentication", SECURITY),
     ("AuthorizationPolicy", SECURITY),
     ("Settings", CLAIMGATE),
@@ -327,6 +330,11 @@ fn parse_document(
         "ServiceEntry" => {
             config
                 .service_entries
+                .push(resource(source, api_version, metadata, spec)?)
+        }
+        "DestinationRule" => {
+            config
+                .destination_rules
                 .push(resource(source, api_version, metadata, spec)?)
         }
         "RequestAuthentication" => {

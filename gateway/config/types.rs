@@ -177,6 +177,101 @@ pub struct WorkloadEntry {
     pub ports: BTreeMap<String, u16>,
 }
 
+// --------------------------------------------------------- DestinationRule
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DestinationRuleSpec {
+    pub host: String,
+    #[serde(default)]
+    pub traffic_policy: Option<TrafficPolicy>,
+    /// Not supported yet: refused with a located error.
+    #[serde(default)]
+    pub subsets: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub export_to: Option<Vec<String>>,
+    #[serde(default)]
+    pub workload_selector: Option<serde_yaml::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TrafficPolicy {
+    #[serde(default)]
+    pub load_balancer: Option<LoadBalancerSettings>,
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierDetection>,
+    /// Not supported yet: refused with a located error.
+    #[serde(default)]
+    pub connection_pool: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub tls: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub port_level_settings: Option<serde_yaml::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LoadBalancerSettings {
+    #[serde(default)]
+    pub simple: Option<String>,
+    #[serde(default)]
+    pub consistent_hash: Option<ConsistentHash>,
+    /// Not supported: refused with a located error.
+    #[serde(default)]
+    pub locality_lb_setting: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub warmup_duration_secs: Option<serde_yaml::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConsistentHash {
+    #[serde(default)]
+    pub http_header_name: Option<String>,
+    #[serde(default)]
+    pub http_cookie: Option<HttpCookie>,
+    #[serde(default)]
+    pub use_source_ip: Option<bool>,
+    #[serde(default)]
+    pub http_query_parameter_name: Option<String>,
+    /// Accepted for compatibility: the ring is Pingora's Ketama ring.
+    #[serde(default)]
+    pub ring_hash: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub maglev: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub minimum_ring_size: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpCookie {
+    pub name: String,
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Refused: the gateway does not mint cookies.
+    #[serde(default)]
+    pub ttl: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OutlierDetection {
+    #[serde(default)]
+    pub consecutive_5xx_errors: Option<u32>,
+    #[serde(default)]
+    pub consecutive_gateway_errors: Option<u32>,
+    #[serde(default)]
+    pub interval: Option<String>,
+    #[serde(default)]
+    pub base_ejection_time: Option<String>,
+    #[serde(default)]
+    pub max_ejection_percent: Option<u32>,
+    #[serde(default)]
+    pub min_health_percent: Option<u32>,
+}
+
 // --------------------------------------------------- RequestAuthentication
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::upstreams::peer::{HttpPeer, Peer};
+use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 
 pub use reject::{Rejection, NO_HEALTHY_UPSTREAM, REASONS};
@@ -28,6 +28,7 @@ use crate::jwt::{Authenticated, TokenLocation};
 use crate::metrics::RouteMetrics;
 use crate::routing::{host_without_port, ClaimView, RequestView};
 use crate::snapshot::Snapshot;
+use crate::upstream::{Balance, Endpoint, HashOn, Outcome as Ended};
 
 /// The gateway as seen by one listener.
 pub struct Gateway {
@@ -81,6 +82,8 @@ pub struct RequestCtx {
     /// When the request went upstream, and to which endpoint.
     upstream_sent: Option<Instant>,
     upstream: Option<std::net::SocketAddr>,
+    /// That endpoint's counters: one request in flight until `logging`.
+    endpoint: Option<Arc<Endpoint>>,
 }
 
 /// Removes the token from where it was found, leaving the rest intact.
@@ -186,6 +189,40 @@ pub fn route_view<'r>(
     }
 }
 
+/// What a consistent hash policy hashes in this request: a header's
+/// value, a cookie's, the client's IP, or a query parameter's (empty when
+/// absent: those requests share one endpoint).
+fn hash_key(on: &HashOn, session: &Session) -> Vec<u8> {
+    let req = session.req_header();
+    match on {
+        HashOn::Header(name) => req
+            .headers
+            .get(name)
+            .map_or_else(Vec::new, |v| v.as_bytes().to_vec()),
+        HashOn::Cookie(name) => req
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| k == name)
+            .map_or_else(Vec::new, |(_, v)| v.as_bytes().to_vec()),
+        HashOn::SourceIp => session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map_or_else(Vec::new, |a| a.ip().to_string().into_bytes()),
+        HashOn::QueryParameter(param) => req
+            .uri
+            .query()
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(k, _)| k == param)
+            .map_or_else(Vec::new, |(_, v)| v.as_bytes().to_vec()),
+    }
+}
+
 /// The port of a listening address such as `0.0.0.0:80` (0 if it has none).
 pub fn listener_port(listener: &str) -> u16 {
     listener
@@ -272,6 +309,7 @@ impl ProxyHttp for Gateway {
             started: Instant::now(),
             upstream_sent: None,
             upstream: None,
+            endpoint: None,
         }
     }
 
@@ -340,16 +378,41 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let peer = ctx
+        let no_endpoint = || Error::new(ErrorType::Custom(NO_HEALTHY_UPSTREAM));
+        let cluster = ctx
             .cluster
             .and_then(|i| ctx.snap.clusters.get(i))
-            .and_then(|c| c.peer())
-            .ok_or_else(|| Error::new(ErrorType::Custom(NO_HEALTHY_UPSTREAM)))?;
-        ctx.upstream = peer.address().as_inet().copied();
-        Ok(peer)
+            .ok_or_else(no_endpoint)?;
+        let key = match &cluster.policy.balance {
+            Balance::Hash(HashOn::Header(name))
+                if ctx.snap.authn.output_headers().contains(name) =>
+            {
+                // A header the gateway writes from the token (Envoy adds
+                // them before routing): hash what it will write, never
+                // what the client sent under that name.
+                let req = session.req_header();
+                ctx.authn
+                    .as_ref()
+                    .map(|a| ctx.snap.authn.outputs(a, &req.headers, req.uri.query()))
+                    .and_then(|outputs| outputs.into_iter().find(|(n, _)| n == name))
+                    .map_or_else(Vec::new, |(_, v)| v.as_bytes().to_vec())
+            }
+            Balance::Hash(on) => hash_key(on, session),
+            _ => Vec::new(),
+        };
+        let addr = cluster.pick(&key).ok_or_else(no_endpoint)?;
+        // A retry picks again: the first pick is no longer in flight.
+        if let Some(previous) = ctx.endpoint.take() {
+            previous.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        let endpoint = cluster.state.get(addr);
+        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+        ctx.endpoint = Some(endpoint);
+        ctx.upstream = Some(addr);
+        Ok(cluster.peer_to(addr))
     }
 
     async fn upstream_request_filter(
@@ -397,6 +460,9 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let metrics = crate::metrics::get();
         metrics.requests_active.dec();
+        if let Some(endpoint) = ctx.endpoint.take() {
+            endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let seconds = ctx.started.elapsed().as_secs_f64();
         ctx.route_metrics
@@ -414,6 +480,19 @@ impl ProxyHttp for Gateway {
                 .rejections
                 .with_label_values(&[rejection.reason()])
                 .inc();
+        }
+        let cluster = ctx.cluster.and_then(|i| ctx.snap.clusters.get(i));
+        if let (Some(cluster), Some(addr)) = (cluster, ctx.upstream) {
+            let outcome = match ctx.rejection {
+                Some(
+                    Rejection::ConnectFailure
+                    | Rejection::UpstreamReset
+                    | Rejection::UpstreamTimeout
+                    | Rejection::UpstreamProtocolError,
+                ) => Ended::GatewayError,
+                _ => Ended::of_status(status),
+            };
+            cluster.report(addr, outcome);
         }
         if self.access_log.is_on() {
             self.log_access(session, ctx, status, seconds);

@@ -2,16 +2,93 @@
 //! pingora-load-balancing selector that picks one per request.
 
 mod dns;
+pub mod policy;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use pingora::upstreams::peer::HttpPeer;
-use pingora_load_balancing::selection::RoundRobin;
-use pingora_load_balancing::{Backends, LoadBalancer};
+use pingora_load_balancing::selection::{
+    BackendIter, BackendSelection, Consistent, Random, RoundRobin,
+};
+use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 
 pub use dns::{DnsRefresher, DnsTargets};
+pub use policy::{Balance, Endpoint, HashOn, Outcome, Outlier, Policy};
+
+/// The pingora-load-balancing selector a policy asks for.
+enum Balancer {
+    RoundRobin(LoadBalancer<RoundRobin>),
+    Random(LoadBalancer<Random>),
+    Hash(LoadBalancer<Consistent>),
+}
+
+/// A balancer over fixed endpoints, or over what a DNS discovery finds.
+fn balancer<S>(
+    endpoints: &[SocketAddr],
+    dns: Option<&DnsTargets>,
+) -> std::io::Result<LoadBalancer<S>>
+where
+    S: BackendSelection + 'static,
+    S::Iter: BackendIter,
+{
+    match dns {
+        Some(dns) => Ok(LoadBalancer::from_backends(Backends::new(dns.discovery()))),
+        None => LoadBalancer::try_from_iter(endpoints.iter().copied()),
+    }
+}
+
+impl Balancer {
+    fn new(
+        policy: &Policy,
+        endpoints: &[SocketAddr],
+        dns: Option<&DnsTargets>,
+    ) -> std::io::Result<Balancer> {
+        Ok(match policy.balance {
+            Balance::RoundRobin | Balance::LeastRequest => {
+                Balancer::RoundRobin(balancer(endpoints, dns)?)
+            }
+            Balance::Random => Balancer::Random(balancer(endpoints, dns)?),
+            Balance::Hash(_) => Balancer::Hash(balancer(endpoints, dns)?),
+        })
+    }
+
+    fn backends(&self) -> &Backends {
+        match self {
+            Balancer::RoundRobin(lb) => lb.backends(),
+            Balancer::Random(lb) => lb.backends(),
+            Balancer::Hash(lb) => lb.backends(),
+        }
+    }
+
+    fn select(
+        &self,
+        key: &[u8],
+        tries: usize,
+        accept: impl Fn(&Backend) -> bool,
+    ) -> Option<Backend> {
+        let accept = |b: &Backend, healthy: bool| healthy && accept(b);
+        match self {
+            Balancer::RoundRobin(lb) => lb.select_with(key, tries, accept),
+            Balancer::Random(lb) => lb.select_with(key, tries, accept),
+            Balancer::Hash(lb) => lb.select_with(key, tries, accept),
+        }
+    }
+
+    async fn update(&self) -> pingora::Result<()> {
+        match self {
+            Balancer::RoundRobin(lb) => lb.update().await,
+            Balancer::Random(lb) => lb.update().await,
+            Balancer::Hash(lb) => lb.update().await,
+        }
+    }
+}
+
+fn inet(backend: &Backend) -> Option<SocketAddr> {
+    backend.addr.as_inet().copied()
+}
 use prometheus::Histogram;
 
 /// One upstream cluster, named as Istio names it:
@@ -25,7 +102,13 @@ pub struct Cluster {
     pub endpoints: Vec<SocketAddr>,
     /// The names of a DNS cluster, resolved in the background.
     pub dns: Option<Arc<DnsTargets>>,
-    lb: LoadBalancer<RoundRobin>,
+    /// The DestinationRule's traffic policy (the default: round robin).
+    pub policy: Policy,
+    /// Per-endpoint requests in flight and outlier state.
+    pub state: policy::Endpoints,
+    /// For LEAST_REQUEST's random picks.
+    seed: AtomicU64,
+    lb: Balancer,
     connect_timeout: Duration,
     /// `claimgate_upstream_response_seconds` of this cluster.
     pub response_seconds: Histogram,
@@ -47,19 +130,14 @@ impl Cluster {
         endpoints: Vec<SocketAddr>,
         connect_timeout: Duration,
     ) -> std::io::Result<Cluster> {
-        let lb = LoadBalancer::try_from_iter(endpoints.iter().copied())?;
-        let response_seconds = crate::metrics::get()
-            .upstream_response
-            .with_label_values(&[&name]);
-        Ok(Cluster {
-            response_seconds,
-            name: name.into(),
+        Cluster::build(
+            name,
             host,
             endpoints,
-            dns: None,
-            lb,
+            None,
             connect_timeout,
-        })
+            Policy::default(),
+        )
     }
 
     /// A cluster of `(host name, port)` targets, empty until the first
@@ -69,20 +147,101 @@ impl Cluster {
         host: String,
         targets: Vec<(String, u16)>,
         connect_timeout: Duration,
-    ) -> Cluster {
-        let dns = DnsTargets::new(targets);
-        let lb = LoadBalancer::from_backends(Backends::new(dns.discovery()));
+    ) -> std::io::Result<Cluster> {
+        let dns = Some(DnsTargets::new(targets));
+        Cluster::build(
+            name,
+            host,
+            Vec::new(),
+            dns,
+            connect_timeout,
+            Policy::default(),
+        )
+    }
+
+    /// Fixed `endpoints`, or the names of `dns`, balanced by `policy`.
+    pub fn build(
+        name: String,
+        host: String,
+        endpoints: Vec<SocketAddr>,
+        dns: Option<Arc<DnsTargets>>,
+        connect_timeout: Duration,
+        policy: Policy,
+    ) -> std::io::Result<Cluster> {
+        let lb = Balancer::new(&policy, &endpoints, dns.as_deref())?;
         let response_seconds = crate::metrics::get()
             .upstream_response
             .with_label_values(&[&name]);
-        Cluster {
+        let seed = std::hash::BuildHasher::hash_one(
+            &std::collections::hash_map::RandomState::new(),
+            &name,
+        );
+        Ok(Cluster {
             response_seconds,
             name: name.into(),
             host,
-            endpoints: Vec::new(),
-            dns: Some(dns),
+            endpoints,
+            dns,
+            policy,
+            state: policy::Endpoints::default(),
+            seed: AtomicU64::new(seed | 1),
             lb,
             connect_timeout,
+        })
+    }
+
+    /// Picks an endpoint for a request whose hash key (for a consistent
+    /// hash policy) is `key`: never an ejected one. `None` when none is left.
+    pub fn pick(&self, key: &[u8]) -> Option<SocketAddr> {
+        let backends = self.lb.backends().get_backend();
+        let usable = |b: &Backend| inet(b).is_some_and(|a| !self.state.is_ejected(a));
+        if self.policy.balance == Balance::LeastRequest {
+            let candidates: Vec<SocketAddr> = backends
+                .iter()
+                .filter(|b| usable(b) && self.lb.backends().ready(b))
+                .filter_map(inet)
+                .collect();
+            return match candidates.len() {
+                0 => None,
+                1 => Some(candidates[0]),
+                n => {
+                    let r = self.next_random();
+                    let a = candidates[(r % n as u64) as usize];
+                    let b = candidates[((r >> 32) % n as u64) as usize];
+                    let load = |x| self.state.get(x).in_flight.load(Ordering::Relaxed);
+                    Some(if load(b) < load(a) { b } else { a })
+                }
+            };
+        }
+        self.lb
+            .select(key, backends.len().max(1), usable)
+            .as_ref()
+            .and_then(inet)
+    }
+
+    /// xorshift64*: cheap, and good enough to pick two endpoints.
+    fn next_random(&self) -> u64 {
+        let mut x = self.seed.load(Ordering::Relaxed);
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.seed.store(x, Ordering::Relaxed);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A plain-HTTP peer for `addr`.
+    pub fn peer_to(&self, addr: SocketAddr) -> Box<HttpPeer> {
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(self.connect_timeout);
+        peer.options.total_connection_timeout = Some(self.connect_timeout);
+        Box::new(peer)
+    }
+
+    /// Counts how a request to `addr` ended, for outlier detection.
+    pub fn report(&self, addr: SocketAddr, outcome: Outcome) {
+        if let Some(outlier) = &self.policy.outlier {
+            let total = self.lb.backends().get_backend().len();
+            self.state.report(addr, outcome, outlier, total);
         }
     }
 
@@ -105,12 +264,13 @@ impl Cluster {
         }
     }
 
-    /// (endpoints, endpoints the balancer may pick).
+    /// (endpoints, endpoints the balancer may pick: not ejected).
     pub fn health(&self) -> (usize, usize) {
         let backends = self.lb.backends().get_backend();
         let healthy = backends
             .iter()
             .filter(|b| self.lb.backends().ready(b))
+            .filter(|b| inet(b).is_some_and(|a| !self.state.is_ejected(a)))
             .count();
         (backends.len(), healthy)
     }
@@ -119,18 +279,10 @@ impl Cluster {
         self.connect_timeout
     }
 
-    /// The next endpoint, as a plain-HTTP peer; `None` when the cluster has
-    /// no endpoint to offer.
+    /// The next endpoint (round robin, or as the policy says with an
+    /// empty hash key), as a plain-HTTP peer; `None` when none is left.
     pub fn peer(&self) -> Option<Box<HttpPeer>> {
-        let candidates = match &self.dns {
-            Some(_) => self.lb.backends().get_backend().len(),
-            None => self.endpoints.len(),
-        };
-        let backend = self.lb.select(b"", candidates.max(1))?;
-        let mut peer = HttpPeer::new(backend.addr, false, String::new());
-        peer.options.connection_timeout = Some(self.connect_timeout);
-        peer.options.total_connection_timeout = Some(self.connect_timeout);
-        Some(Box::new(peer))
+        self.pick(b"").map(|addr| self.peer_to(addr))
     }
 }
 
