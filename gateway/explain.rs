@@ -24,7 +24,7 @@ use crate::compile::{self, Shared};
 use crate::config::{self, Config, ConfigError};
 use crate::jwt::{parse, Authenticated, JwtError, KeySet, UnverifiedToken};
 use crate::proxy::{authz_request, listener_port, request_host, route_view, Rejection};
-use crate::routing::{Condition, RequestView, Route};
+use crate::routing::{Action, Condition, Forward, RequestView, Route};
 use crate::snapshot::Snapshot;
 
 /// What to explain.
@@ -300,34 +300,77 @@ impl Trace<'_> {
         };
         line!(self, "route: {}", route.name);
 
-        // Destination.
-        let Some(cluster) = self.snap.clusters.get(route.cluster) else {
-            line!(self, "answer: {}", answer(Rejection::NoHealthyUpstream));
-            return self.out;
-        };
-        let endpoints: Vec<String> = cluster.endpoints.iter().map(|e| e.to_string()).collect();
-        line!(
-            self,
-            "destination: {} (endpoints, round robin: {})",
-            cluster.name,
-            if endpoints.is_empty() {
-                "none".to_string()
-            } else {
-                endpoints.join(", ")
-            }
-        );
-        if endpoints.is_empty() {
-            line!(self, "answer: {}", answer(Rejection::NoHealthyUpstream));
-            return self.out;
+        match &route.action {
+            Action::Forward(forward) => self.forward(req, authn.as_ref(), route, forward),
         }
-        self.upstream_request(req, authn.as_ref());
+        self.out
+    }
+
+    /// The destination(s) of a forwarding route and the answer.
+    fn forward(
+        &mut self,
+        req: &RequestHeader,
+        authn: Option<&Authenticated>,
+        route: &Route,
+        forward: &Forward,
+    ) {
+        let destinations = &forward.destinations;
+        let clusters: Vec<_> = destinations
+            .iter()
+            .filter_map(|d| self.snap.clusters.get(d.cluster))
+            .collect();
+        if clusters.len() != destinations.len() {
+            line!(self, "answer: {}", answer(Rejection::NoHealthyUpstream));
+            return;
+        }
+        if let [cluster] = clusters.as_slice() {
+            let endpoints: Vec<String> = cluster.endpoints.iter().map(|e| e.to_string()).collect();
+            line!(
+                self,
+                "destination: {} (endpoints, round robin: {})",
+                cluster.name,
+                if endpoints.is_empty() {
+                    "none".to_string()
+                } else {
+                    endpoints.join(", ")
+                }
+            );
+            if endpoints.is_empty() {
+                line!(self, "answer: {}", answer(Rejection::NoHealthyUpstream));
+                return;
+            }
+            self.upstream_request(req, authn);
+            line!(
+                self,
+                "answer: 200 routed to {} by route {} (the status is the upstream's own; 503 if no endpoint can be reached)",
+                cluster.name,
+                route.name
+            );
+            return;
+        }
+        let shares = forward.shares();
+        let turn: usize = shares.iter().sum();
         line!(
             self,
-            "answer: 200 routed to {} by route {} (the status is the upstream's own; 503 if no endpoint can be reached)",
-            cluster.name,
+            "destinations, split by weight (exactly, in every {turn} requests):"
+        );
+        for ((d, cluster), share) in destinations.iter().zip(&clusters).zip(&shares) {
+            let endpoints: Vec<String> = cluster.endpoints.iter().map(|e| e.to_string()).collect();
+            line!(
+                self,
+                "  {} weight {}: {share} of {turn} (endpoints, round robin: {})",
+                cluster.name,
+                d.weight,
+                endpoints.join(", ")
+            );
+        }
+        self.upstream_request(req, authn);
+        line!(
+            self,
+            "answer: 200 routed to one of the {} destinations by route {} (the status is the upstream's own; 503 if no endpoint can be reached)",
+            destinations.len(),
             route.name
         );
-        self.out
     }
 
     /// The listening address for the URL's port: the one bound to the URL's

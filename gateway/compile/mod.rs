@@ -24,7 +24,10 @@ use crate::jwks::{JwksConfig, JwksRegistry};
 use crate::jwt::authn::{KeyRefetch, Outputs};
 use crate::jwt::{Authenticator, KeySet, Provider, TokenCache, TokenLocation, Validation};
 use crate::metrics::RouteMetrics;
-use crate::routing::{ClaimPath, Condition, HostTable, MatchRule, Route, StringMatcher};
+use crate::routing::{
+    Action, ClaimPath, Condition, Forward, HostTable, MatchRule, Route, RouteDestination,
+    StringMatcher, WeightedPicker,
+};
 use crate::snapshot::Snapshot;
 use crate::upstream::Cluster;
 
@@ -435,7 +438,7 @@ impl Compiler {
                 "names no Gateway: a VirtualService without gateways applies to sidecars, not to this gateway",
             );
         }
-        let routes: Vec<Route> = vs
+        let routes: Vec<Arc<Route>> = vs
             .spec
             .http
             .iter()
@@ -484,7 +487,7 @@ impl Compiler {
         index: usize,
         route: &HttpRoute,
         services: &HashMap<String, Service<'_>>,
-    ) -> Option<Route> {
+    ) -> Option<Arc<Route>> {
         let path = format!("spec.http[{index}]");
         let before = self.errors.len();
         let mut matches = Vec::new();
@@ -550,33 +553,6 @@ impl Compiler {
             });
         }
 
-        let cluster = match route.route.as_slice() {
-            [] => {
-                self.error(
-                    &vs.source,
-                    format!("{path}.route"),
-                    "at least one destination is required",
-                );
-                None
-            }
-            [only] => self.cluster(
-                vs,
-                &format!("{path}.route[0].destination"),
-                &only.destination,
-                services,
-            ),
-            _ => {
-                self.error(
-                    &vs.source,
-                    format!("{path}.route"),
-                    "a weighted split across several destinations is not supported yet",
-                );
-                None
-            }
-        };
-        if self.errors.len() != before {
-            return None;
-        }
         let name = match &route.name {
             Some(n) => format!("{}/{}/{n}", vs.metadata.namespace, vs.metadata.name),
             None => format!(
@@ -584,14 +560,94 @@ impl Compiler {
                 vs.metadata.namespace, vs.metadata.name
             ),
         };
-        let cluster = cluster?;
-        let metrics = RouteMetrics::new(&name, &self.clusters[cluster].name);
-        Some(Route {
+        let action = self.forward(vs, &path, &name, route, services);
+        if self.errors.len() != before {
+            return None;
+        }
+        Some(Arc::new(Route {
             name: name.into(),
             matches,
-            cluster,
-            metrics,
-        })
+            action: action?,
+        }))
+    }
+
+    /// `route[]`: each destination resolved to its cluster, with the
+    /// counters of (route, cluster), and the weighted split.
+    fn forward(
+        &mut self,
+        vs: &Resource<VirtualServiceSpec>,
+        path: &str,
+        name: &str,
+        route: &HttpRoute,
+        services: &HashMap<String, Service<'_>>,
+    ) -> Option<Action> {
+        if route.route.is_empty() {
+            self.error(
+                &vs.source,
+                format!("{path}.route"),
+                "at least one destination is required",
+            );
+            return None;
+        }
+        let before = self.errors.len();
+        let only = route.route.len() == 1;
+        let mut destinations = Vec::new();
+        let mut weights = Vec::new();
+        for (k, d) in route.route.iter().enumerate() {
+            let at = format!("{path}.route[{k}]");
+            let weight = match d.weight {
+                None if only => 100,
+                None => 0,
+                Some(w) => match u32::try_from(w) {
+                    Ok(w) => u64::from(w),
+                    Err(_) => {
+                        self.error(
+                            &vs.source,
+                            format!("{at}.weight"),
+                            format!("{w} is not a weight (0 to {})", u32::MAX),
+                        );
+                        continue;
+                    }
+                },
+            };
+            if let Some(subset) = &d.destination.subset {
+                self.error(
+                    &vs.source,
+                    format!("{at}.destination.subset"),
+                    format!(
+                        "subset `{subset}` is not supported: subsets are defined by DestinationRules, which claimgate does not read yet"
+                    ),
+                );
+                continue;
+            }
+            let Some(cluster) =
+                self.cluster(vs, &format!("{at}.destination"), &d.destination, services)
+            else {
+                continue;
+            };
+            // Istio drops a zero-weight destination when there are others.
+            if weight == 0 && !only {
+                continue;
+            }
+            destinations.push(RouteDestination {
+                cluster,
+                weight,
+                metrics: RouteMetrics::new(name, &self.clusters[cluster].name),
+            });
+            weights.push(weight);
+        }
+        if self.errors.len() != before {
+            return None;
+        }
+        let Some(picker) = WeightedPicker::new(&weights) else {
+            self.error(
+                &vs.source,
+                format!("{path}.route"),
+                "the destinations' weights add up to 0: give at least one a positive weight",
+            );
+            return None;
+        };
+        Some(Action::Forward(Forward::new(destinations, picker)))
     }
 
     /// Resolves a destination to a cluster, creating it on first use.

@@ -134,14 +134,20 @@ pub struct StringMatch {
 #[serde(deny_unknown_fields)]
 pub struct HttpRouteDestination {
     pub destination: Destination,
+    /// Relative share of the route's requests (Istio: `int32`, at least 0).
+    /// Omitted: 0, except for a route's only destination, which takes all.
     #[serde(default)]
-    pub weight: Option<u32>,
+    pub weight: Option<i64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Destination {
     pub host: String,
+    /// Read so that it can be refused with a reason: subsets are defined by
+    /// DestinationRules, which claimgate does not read yet.
+    #[serde(default)]
+    pub subset: Option<String>,
     #[serde(default)]
     pub port: Option<PortSelector>,
 }

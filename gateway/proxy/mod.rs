@@ -26,7 +26,7 @@ use crate::authz::{remote_ip, AuthzRequest, Decision};
 use crate::jwt::authn::{strip_cookie, strip_query_param, Outcome};
 use crate::jwt::{Authenticated, TokenLocation};
 use crate::metrics::RouteMetrics;
-use crate::routing::{host_without_port, ClaimView, RequestView};
+use crate::routing::{host_without_port, Action, ClaimView, RequestView, Route};
 use crate::snapshot::Snapshot;
 
 /// The gateway as seen by one listener.
@@ -70,10 +70,10 @@ pub struct RequestCtx {
     decision: Option<Decision>,
     /// Index of the chosen cluster.
     cluster: Option<usize>,
-    /// The route that matched, for logs.
-    route: Option<Arc<str>>,
-    /// Its counters; `None` until a route matched.
-    route_metrics: Option<Arc<RouteMetrics>>,
+    /// The route that matched.
+    route: Option<Arc<Route>>,
+    /// The destination of that route the request goes to, by index.
+    destination: Option<usize>,
     rejection: Option<Rejection>,
     /// What the token came to, when there was one.
     jwt: Option<Outcome>,
@@ -193,6 +193,18 @@ pub fn listener_port(listener: &str) -> u16 {
         .map_or(0, |a| a.port())
 }
 
+/// The counters a request is recorded in: its route's, for the cluster it
+/// was sent to, or the unrouted ones.
+fn route_metrics(ctx: &RequestCtx) -> &RouteMetrics {
+    let chosen = ctx.route.as_deref().and_then(|r| match &r.action {
+        Action::Forward(f) => ctx.destination.and_then(|i| f.destinations.get(i)),
+    });
+    match chosen {
+        Some(destination) => &destination.metrics,
+        None => RouteMetrics::unrouted(),
+    }
+}
+
 impl Gateway {
     fn log_access(&self, session: &Session, ctx: &RequestCtx, status: u16, seconds: f64) {
         let req = session.req_header();
@@ -217,7 +229,7 @@ impl Gateway {
             host: authority(req),
             path: &path,
             status,
-            route: ctx.route.as_deref(),
+            route: ctx.route.as_ref().map(|r| &*r.name),
             cluster: cluster.map(|c| &*c.name),
             upstream: ctx.upstream.map(|a| a.to_string()),
             duration_seconds: seconds,
@@ -266,7 +278,7 @@ impl ProxyHttp for Gateway {
             decision: None,
             cluster: None,
             route: None,
-            route_metrics: None,
+            destination: None,
             rejection: None,
             jwt: None,
             started: Instant::now(),
@@ -326,16 +338,19 @@ impl ProxyHttp for Gateway {
             .listeners
             .get(&self.listener)
             .and_then(|table| table.select(&view))
-            .map(|r| (r.cluster, r.name.clone(), r.metrics.clone()));
-        match route {
-            Some((cluster, name, metrics)) => {
-                ctx.cluster = Some(cluster);
-                ctx.route = Some(name);
-                ctx.route_metrics = Some(metrics);
-                Ok(false)
+            .cloned();
+        let Some(route) = route else {
+            return self.reject(session, ctx, Rejection::NoRoute).await;
+        };
+        match &route.action {
+            Action::Forward(forward) => {
+                let pick = forward.pick_index();
+                ctx.destination = Some(pick);
+                ctx.cluster = forward.destinations.get(pick).map(|d| d.cluster);
             }
-            None => self.reject(session, ctx, Rejection::NoRoute).await,
         }
+        ctx.route = Some(route);
+        Ok(false)
     }
 
     async fn upstream_peer(
@@ -399,10 +414,7 @@ impl ProxyHttp for Gateway {
         metrics.requests_active.dec();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let seconds = ctx.started.elapsed().as_secs_f64();
-        ctx.route_metrics
-            .as_deref()
-            .unwrap_or(RouteMetrics::unrouted())
-            .record(status, seconds);
+        route_metrics(ctx).record(status, seconds);
         if let Some(outcome) = ctx.jwt {
             ctx.snap.authn.record(outcome);
         }

@@ -2,6 +2,7 @@
 //! the ordered HTTP routes whose first match wins.
 
 mod matchers;
+mod weighted;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,6 +12,7 @@ use http::{HeaderMap, HeaderName};
 
 pub use crate::jwt::claims::{ClaimPath, ClaimView, CLAIM_PREFIX};
 pub use matchers::StringMatcher;
+pub use weighted::WeightedPicker;
 
 use crate::metrics::RouteMetrics;
 
@@ -132,23 +134,79 @@ impl MatchRule {
 }
 
 /// An HTTP route: any of its `match` entries (none: every request), and
-/// the cluster it sends to.
-#[derive(Debug, Clone)]
+/// what the gateway does with a request it matches.
+#[derive(Debug)]
 pub struct Route {
     /// `<namespace>/<virtualservice>/<name>`, or `.../http[<index>]` for an
     /// unnamed route: bounded, from config.
     pub name: Arc<str>,
     pub matches: Vec<MatchRule>,
-    /// Index into the snapshot's clusters.
-    pub cluster: usize,
-    /// This route's request counters and duration histogram.
-    pub metrics: Arc<RouteMetrics>,
+    pub action: Action,
 }
 
 impl Route {
     pub fn matches(&self, req: &RequestView<'_>) -> bool {
         self.matches.is_empty() || self.matches.iter().any(|m| m.matches(req))
     }
+}
+
+/// What a route does with the requests it matches.
+#[derive(Debug)]
+pub enum Action {
+    /// Proxy to one of the destinations.
+    Forward(Forward),
+}
+
+impl Action {
+    /// Every request to one cluster, counted in `metrics`.
+    pub fn to_cluster(cluster: usize, metrics: Arc<RouteMetrics>) -> Action {
+        let destination = RouteDestination {
+            cluster,
+            weight: 100,
+            metrics,
+        };
+        let picker = WeightedPicker::new(&[100]).unwrap_or_else(|| unreachable!());
+        Action::Forward(Forward::new(vec![destination], picker))
+    }
+}
+
+/// `route[]`: the destinations and how requests are split across them.
+#[derive(Debug)]
+pub struct Forward {
+    pub destinations: Vec<RouteDestination>,
+    picker: WeightedPicker,
+}
+
+impl Forward {
+    /// `destinations` with a picker over their weights.
+    pub fn new(destinations: Vec<RouteDestination>, picker: WeightedPicker) -> Forward {
+        Forward {
+            destinations,
+            picker,
+        }
+    }
+
+    /// The index of the destination for the next request, by the weighted
+    /// split (always in `destinations`).
+    pub fn pick_index(&self) -> usize {
+        self.picker.pick()
+    }
+
+    /// Requests per full turn of the split, by destination.
+    pub fn shares(&self) -> Vec<usize> {
+        self.picker.shares(self.destinations.len())
+    }
+}
+
+/// One `route[]` entry.
+#[derive(Debug)]
+pub struct RouteDestination {
+    /// Index into the snapshot's clusters.
+    pub cluster: usize,
+    /// As configured (0 for a weight left out).
+    pub weight: u64,
+    /// The requests counters and duration histogram of (route, this cluster).
+    pub metrics: Arc<RouteMetrics>,
 }
 
 /// The host pattern of a virtual host.
@@ -175,16 +233,16 @@ impl fmt::Display for VirtualHost<'_> {
 /// The virtual hosts of one listener.
 #[derive(Debug, Default, Clone)]
 pub struct HostTable {
-    exact: HashMap<String, Vec<Route>>,
+    exact: HashMap<String, Vec<Arc<Route>>>,
     /// `*.example.com` as (`.example.com`, routes), longest suffix first.
-    suffixes: Vec<(String, Vec<Route>)>,
-    any: Option<Vec<Route>>,
+    suffixes: Vec<(String, Vec<Arc<Route>>)>,
+    any: Option<Vec<Arc<Route>>>,
 }
 
 impl HostTable {
     /// Adds routes under a host pattern (`*`, `*.example.com` or exact), after
     /// any routes the pattern already has.
-    pub fn add(&mut self, host: &str, routes: impl IntoIterator<Item = Route>) {
+    pub fn add(&mut self, host: &str, routes: impl IntoIterator<Item = Arc<Route>>) {
         let host = host.to_ascii_lowercase();
         let list = if host == "*" {
             self.any.get_or_insert_with(Vec::new)
@@ -210,13 +268,13 @@ impl HostTable {
 
     /// The routes of the most specific virtual host for `host` (lower case,
     /// without port): exact, then the longest wildcard suffix, then `*`.
-    pub fn routes_for(&self, host: &str) -> &[Route] {
+    pub fn routes_for(&self, host: &str) -> &[Arc<Route>] {
         self.virtual_host(host).map_or(&[], |(_, routes)| routes)
     }
 
     /// `routes_for`, saying which host pattern was chosen; `None` when no
     /// virtual host serves `host`.
-    pub fn virtual_host(&self, host: &str) -> Option<(VirtualHost<'_>, &[Route])> {
+    pub fn virtual_host(&self, host: &str) -> Option<(VirtualHost<'_>, &[Arc<Route>])> {
         if let Some((exact, routes)) = self.exact.get_key_value(host) {
             return Some((VirtualHost::Exact(exact), routes));
         }
@@ -231,13 +289,13 @@ impl HostTable {
     }
 
     /// The first route that matches.
-    pub fn select(&self, req: &RequestView<'_>) -> Option<&Route> {
+    pub fn select(&self, req: &RequestView<'_>) -> Option<&Arc<Route>> {
         self.routes_for(req.authority)
             .iter()
             .find(|r| r.matches(req))
     }
 
-    pub fn hosts(&self) -> impl Iterator<Item = (&str, &[Route])> {
+    pub fn hosts(&self) -> impl Iterator<Item = (&str, &[Arc<Route>])> {
         self.exact
             .iter()
             .map(|(h, r)| (h.as_str(), r.as_slice()))
@@ -265,13 +323,12 @@ pub fn host_without_port(authority: &str) -> &str {
 mod tests {
     use super::*;
 
-    fn route(name: &str) -> Route {
-        Route {
+    fn route(name: &str) -> Arc<Route> {
+        Arc::new(Route {
             name: name.into(),
             matches: Vec::new(),
-            cluster: 0,
-            metrics: RouteMetrics::new(name, "c"),
-        }
+            action: Action::to_cluster(0, RouteMetrics::new(name, "c")),
+        })
     }
 
     #[test]

@@ -1,0 +1,162 @@
+//! VirtualService traffic features through the real binary, against
+//! in-test origins: weighted splits, matches, rewrites, redirects and
+//! direct responses, header operations, timeouts and retries, CORS, and how
+//! several VirtualServices on one host merge.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use support::*;
+
+/// The ServiceEntry documents for `origins` (name, address): each is host
+/// `<name>.foo.svc.cluster.local`, port 8000.
+fn service_entries(origins: &[(&str, SocketAddr)]) -> String {
+    origins
+        .iter()
+        .map(|(name, addr)| {
+            service_entry_yaml(name, &format!("{name}.foo.svc.cluster.local"), *addr)
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// A gateway on a fresh port serving `virtual_services` (YAML documents
+/// bound to `httpbin-gateway`), with an echo origin per name in `origins`.
+fn gateway(origins: &[&str], virtual_services: &str) -> Gateway {
+    let addrs: Vec<(&str, SocketAddr)> = origins.iter().map(|n| (*n, echo_origin(n))).collect();
+    gateway_with(&addrs, virtual_services)
+}
+
+/// `gateway`, with origins at the given addresses.
+fn gateway_with(origins: &[(&str, SocketAddr)], virtual_services: &str) -> Gateway {
+    let port = free_port();
+    Gateway::start(
+        port,
+        &[
+            ("gateway.yaml", gateway_yaml(port)),
+            ("services.yaml", service_entries(origins)),
+            ("routes.yaml", virtual_services.to_string()),
+        ],
+    )
+}
+
+/// A VirtualService `name` on every host of the test Gateway with these
+/// `http` routes (YAML list items, indented two spaces).
+fn virtual_service(name: &str, http: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: foo}}\n\
+         spec:\n  hosts: [\"*\"]\n  gateways: [httpbin-gateway]\n  http:\n{http}"
+    )
+}
+
+/// `claimgate check` on these documents (plus the test Gateway and the
+/// origins' ServiceEntries): its stderr, after asserting it failed.
+fn check_fails(origins: &[&str], virtual_services: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let addrs: Vec<(&str, SocketAddr)> = origins
+        .iter()
+        .map(|n| (*n, SocketAddr::from(([127, 0, 0, 1], 9))))
+        .collect();
+    std::fs::write(dir.path().join("gateway.yaml"), gateway_yaml(8080)).unwrap();
+    std::fs::write(dir.path().join("services.yaml"), service_entries(&addrs)).unwrap();
+    std::fs::write(dir.path().join("routes.yaml"), virtual_services).unwrap();
+    let (code, _, stderr) = check(dir.path());
+    assert_eq!(code, Some(1), "check accepted it:\n{stderr}");
+    stderr
+}
+
+/// The origin that answered, by the echo's `origin` field.
+fn origin_of(reply: &Reply) -> String {
+    reply.echo()["origin"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+// ----------------------------------------------------------------- weights
+
+#[test]
+fn a_ninety_ten_split_is_exact_over_ten_thousand_requests() {
+    let gw = gateway(
+        &["alpha", "beta"],
+        &virtual_service(
+            "split",
+            "  - name: canary\n    route:\n    - destination: {host: alpha}\n      weight: 90\n    - destination: {host: beta}\n      weight: 10\n",
+        ),
+    );
+    // Four keep-alive clients at once, as a load balancer's pool would send.
+    let port = gw.port;
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut client = Client::connect(port).unwrap();
+                let mut counts: HashMap<String, usize> = HashMap::new();
+                for _ in 0..2500 {
+                    let reply = client.get("/headers", &[]).expect("an answer");
+                    assert_eq!(reply.status, 200, "{reply:?}");
+                    *counts.entry(origin_of(&reply)).or_default() += 1;
+                }
+                counts
+            })
+        })
+        .collect();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for worker in workers {
+        for (origin, n) in worker.join().unwrap() {
+            *counts.entry(origin).or_default() += n;
+        }
+    }
+    let alpha = counts.get("alpha").copied().unwrap_or(0);
+    let beta = counts.get("beta").copied().unwrap_or(0);
+    assert_eq!(alpha + beta, 10_000, "{counts:?}");
+    // Within ±3% is what a user may rely on; the split is in fact exact.
+    assert!((8700..=9300).contains(&alpha), "{counts:?}");
+    assert_eq!((alpha, beta), (9000, 1000));
+
+    // Each request is counted under the cluster it was actually sent to.
+    let requests = |cluster: &str| {
+        gw.metric(&format!(
+            "claimgate_requests_total{{cluster=\"outbound|8000||{cluster}.foo.svc.cluster.local\",code=\"200\",route=\"foo/split/canary\"}}"
+        ))
+    };
+    eventually(std::time::Duration::from_secs(5), "metrics counted", || {
+        requests("alpha") == 9000.0 && requests("beta") == 1000.0
+    });
+}
+
+#[test]
+fn a_zero_weight_destination_gets_nothing() {
+    let gw = gateway(
+        &["alpha", "beta"],
+        &virtual_service(
+            "split",
+            "  - route:\n    - destination: {host: alpha}\n      weight: 0\n    - destination: {host: beta}\n      weight: 1\n",
+        ),
+    );
+    let mut client = Client::connect(gw.port).unwrap();
+    for _ in 0..20 {
+        assert_eq!(origin_of(&client.get("/", &[]).unwrap()), "beta");
+    }
+}
+
+#[test]
+fn bad_weights_and_subsets_are_refused_with_their_location() {
+    let stderr = check_fails(
+        &["alpha", "beta"],
+        &virtual_service(
+            "bad",
+            "  - route:\n    - destination: {host: alpha}\n      weight: 0\n    - destination: {host: beta}\n\
+             \x20 - route:\n    - destination: {host: alpha}\n      weight: -1\n    - destination: {host: beta}\n      weight: 1\n\
+             \x20 - route:\n    - destination: {host: alpha, subset: v1}\n",
+        ),
+    );
+    for expected in [
+        "document 1: spec.http[0].route: the destinations' weights add up to 0",
+        "document 1: spec.http[1].route[0].weight: -1 is not a weight",
+        "document 1: spec.http[2].route[0].destination.subset: subset `v1` is not supported: subsets are defined by DestinationRules",
+    ] {
+        assert!(stderr.contains(expected), "missing `{expected}` in:\n{stderr}");
+    }
+}
