@@ -239,6 +239,8 @@ fn route_select(c: &mut Criterion) {
         c.bench_function(&format!("route_select/{n}"), |b| {
             b.iter(|| {
                 let req = RequestView {
+                    scheme: "http",
+                    port: 80,
                     method: "GET",
                     path: black_box(&path),
                     authority: "api.example.com",

@@ -274,7 +274,7 @@ impl Trace<'_> {
         }
 
         // Routing.
-        let view = route_view(req, &host, claims);
+        let view = route_view(req, &host, port, claims);
         let routes = virtual_host.map_or(&[][..], |(_, routes)| routes);
         if !routes.is_empty() {
             line!(self, "routes, in order:");
@@ -802,6 +802,12 @@ fn why(condition: &Condition, view: &RequestView<'_>) -> String {
             format!("{condition} did not match (path {path:?})")
         }
         Condition::Method(_) => format!("{condition} did not match (method {:?})", view.method),
+        Condition::Scheme(_) => format!("{condition} did not match (scheme {:?})", view.scheme),
+        Condition::Port(_) => format!("{condition} did not match (listener port {})", view.port),
+        Condition::QueryParam(name, _) => match crate::routing::query_param(view.path, name) {
+            None => format!("{condition} did not match (no {name} parameter)"),
+            Some(v) => format!("{condition} did not match (value {:?})", shorten(v)),
+        },
         Condition::Authority(_) => {
             format!("{condition} did not match (authority {:?})", view.authority)
         }

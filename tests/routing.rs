@@ -29,7 +29,8 @@ fn gateway(origins: &[&str], virtual_services: &str) -> Gateway {
     gateway_with(&addrs, virtual_services)
 }
 
-/// `gateway`, with origins at the given addresses.
+/// `gateway`, with origins at the given addresses. `{PORT}` in the
+/// VirtualServices stands for the listener's port.
 fn gateway_with(origins: &[(&str, SocketAddr)], virtual_services: &str) -> Gateway {
     let port = free_port();
     Gateway::start(
@@ -37,7 +38,10 @@ fn gateway_with(origins: &[(&str, SocketAddr)], virtual_services: &str) -> Gatew
         &[
             ("gateway.yaml", gateway_yaml(port)),
             ("services.yaml", service_entries(origins)),
-            ("routes.yaml", virtual_services.to_string()),
+            (
+                "routes.yaml",
+                virtual_services.replace("{PORT}", &port.to_string()),
+            ),
         ],
     )
 }
@@ -158,5 +162,79 @@ fn bad_weights_and_subsets_are_refused_with_their_location() {
         "document 1: spec.http[2].route[0].destination.subset: subset `v1` is not supported: subsets are defined by DestinationRules",
     ] {
         assert!(stderr.contains(expected), "missing `{expected}` in:\n{stderr}");
+    }
+}
+
+// ----------------------------------------------------------------- matches
+
+#[test]
+fn routes_match_on_query_parameters_scheme_and_port() {
+    let gw = gateway(
+        &["alpha", "beta", "gamma"],
+        &virtual_service(
+            "matches",
+            r#"  - match: [{uri: {prefix: /q}, queryParams: {v: {exact: "2"}}}]
+    route: [{destination: {host: beta}}]
+  - match: [{uri: {prefix: /q}, queryParams: {flag: {}}}]
+    route: [{destination: {host: gamma}}]
+  - match: [{uri: {prefix: /q}, queryParams: {id: {regex: "[0-9]+"}}}]
+    route: [{destination: {host: gamma}}]
+  - match: [{uri: {prefix: /s}, scheme: {exact: https}}]
+    route: [{destination: {host: gamma}}]
+  - match: [{uri: {prefix: /s}, scheme: {exact: http}}]
+    route: [{destination: {host: beta}}]
+  - match: [{uri: {prefix: /p}, port: 1}]
+    route: [{destination: {host: gamma}}]
+  - match: [{uri: {prefix: /p}, port: {PORT}}]
+    route: [{destination: {host: beta}}]
+  - route: [{destination: {host: alpha}}]
+"#,
+        ),
+    );
+    let via = |path: &str| origin_of(&get(gw.port, path, &[]));
+    // Query parameters: the first value, exactly as sent.
+    assert_eq!(via("/q?v=2"), "beta");
+    assert_eq!(via("/q?x=1&v=2&v=3"), "beta");
+    assert_eq!(via("/q?v=3&v=2"), "alpha");
+    assert_eq!(via("/q?v=%32"), "alpha");
+    assert_eq!(via("/q?vv=2"), "alpha");
+    // `{}`: present, with or without a value.
+    assert_eq!(via("/q?flag"), "gamma");
+    assert_eq!(via("/q?a=1&flag=no"), "gamma");
+    // Regexes match the whole value.
+    assert_eq!(via("/q?id=42"), "gamma");
+    assert_eq!(via("/q?id=42x"), "alpha");
+    // The listener is plain HTTP.
+    assert_eq!(via("/s"), "beta");
+    // The port the request arrived on, whatever the Host header says.
+    assert_eq!(via("/p"), "beta");
+    let reply = raw_request(
+        gw.port,
+        "GET /p HTTP/1.1\r\nHost: example.com:1\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(origin_of(&reply), "beta");
+}
+
+#[test]
+fn bad_matches_are_refused_with_their_location() {
+    let stderr = check_fails(
+        &["alpha"],
+        &virtual_service(
+            "bad",
+            r#"  - match: [{port: 70000}, {scheme: {}}, {queryParams: {a: {regex: "("}}}]
+    route: [{destination: {host: alpha}}]
+"#,
+        ),
+    );
+    for expected in [
+        "spec.http[0].match[0].port: 70000 is not a port",
+        "spec.http[0].match[1].scheme: set one of exact, prefix, regex",
+        "spec.http[0].match[2].queryParams.a: invalid regex",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
     }
 }

@@ -518,6 +518,35 @@ impl Compiler {
                     conditions.push(Condition::Authority(matcher));
                 }
             }
+            if let Some(scheme) = &m.scheme {
+                if let Some(matcher) = string(self, "scheme", scheme, false, false) {
+                    conditions.push(Condition::Scheme(matcher));
+                }
+            }
+            for (name, sm) in &m.query_params {
+                if name.is_empty() {
+                    self.error(
+                        &vs.source,
+                        format!("{at}.queryParams"),
+                        "a parameter name must not be empty",
+                    );
+                    continue;
+                }
+                if let Some(matcher) = string(self, &format!("queryParams.{name}"), sm, true, false)
+                {
+                    conditions.push(Condition::QueryParam(name.clone(), matcher));
+                }
+            }
+            if let Some(port) = m.port {
+                match u16::try_from(port) {
+                    Ok(port) if port > 0 => conditions.push(Condition::Port(port)),
+                    _ => self.error(
+                        &vs.source,
+                        format!("{at}.port"),
+                        format!("{port} is not a port (1 to 65535)"),
+                    ),
+                }
+            }
             for (without, headers) in [(false, &m.headers), (true, &m.without_headers)] {
                 let field = if without { "withoutHeaders" } else { "headers" };
                 for (name, sm) in headers {

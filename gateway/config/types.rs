@@ -115,6 +115,16 @@ pub struct HttpMatchRequest {
     pub without_headers: BTreeMap<String, StringMatch>,
     #[serde(default)]
     pub ignore_uri_case: bool,
+    /// Matched against the request's scheme (`http` on a plain listener).
+    #[serde(default)]
+    pub scheme: Option<StringMatch>,
+    /// Query parameter name -> match on its first value, as sent (not
+    /// percent-decoded); `{}` or `regex: "*"`: present.
+    #[serde(default)]
+    pub query_params: BTreeMap<String, StringMatch>,
+    /// The listener port the request arrived on.
+    #[serde(default)]
+    pub port: Option<u32>,
 }
 
 /// Istio's `StringMatch`: a oneof of `exact`, `prefix`, `regex`. The empty

@@ -171,13 +171,16 @@ pub fn authz_request<'r>(
     }
 }
 
-/// What routes read of a request.
+/// What routes read of a request that arrived on listener `port`.
 pub fn route_view<'r>(
     req: &'r RequestHeader,
     host: &'r str,
+    port: u16,
     claims: Option<ClaimView<'r>>,
 ) -> RequestView<'r> {
     RequestView {
+        scheme: "http",
+        port,
         method: req.method.as_str(),
         path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
         authority: host,
@@ -332,7 +335,7 @@ impl ProxyHttp for Gateway {
             }
         }
 
-        let view = route_view(req, &host, claims);
+        let view = route_view(req, &host, self.port, claims);
         let route = ctx
             .snap
             .listeners

@@ -18,6 +18,10 @@ use crate::metrics::RouteMetrics;
 
 /// What a route looks at in a request.
 pub struct RequestView<'r> {
+    /// `http` (listeners serve plain HTTP).
+    pub scheme: &'r str,
+    /// The port of the listener the request arrived on.
+    pub port: u16,
     pub method: &'r str,
     /// Path and query, as received.
     pub path: &'r str,
@@ -37,6 +41,11 @@ pub enum Condition {
     },
     Method(StringMatcher),
     Authority(StringMatcher),
+    Scheme(StringMatcher),
+    /// The listener port.
+    Port(u16),
+    /// The first value of a query parameter, as sent.
+    QueryParam(String, StringMatcher),
     Header(HeaderName, StringMatcher),
     WithoutHeader(HeaderName, StringMatcher),
     Claim(ClaimPath, StringMatcher),
@@ -60,6 +69,11 @@ impl Condition {
             }
             Condition::Method(m) => m.matches(req.method),
             Condition::Authority(m) => m.matches(req.authority),
+            Condition::Scheme(m) => m.matches(req.scheme),
+            Condition::Port(port) => req.port == *port,
+            Condition::QueryParam(name, m) => {
+                query_param(req.path, name).is_some_and(|v| m.matches(v))
+            }
             Condition::Header(name, m) => header_matches(req.headers, name, m),
             Condition::WithoutHeader(name, m) => !header_matches(req.headers, name, m),
             Condition::Claim(path, m) => req
@@ -89,12 +103,29 @@ impl fmt::Display for Condition {
             }
             Condition::Method(m) => write!(f, "method: {m}"),
             Condition::Authority(m) => write!(f, "authority: {m}"),
+            Condition::Scheme(m) => write!(f, "scheme: {m}"),
+            Condition::Port(port) => write!(f, "port: {port}"),
+            Condition::QueryParam(name, m) => write!(f, "query parameter {name}: {m}"),
             Condition::Header(name, m) => write!(f, "header {name}: {m}"),
             Condition::WithoutHeader(name, m) => write!(f, "without header {name}: {m}"),
             Condition::Claim(path, m) => write!(f, "{path}: {m}"),
             Condition::WithoutClaim(path, m) => write!(f, "without {path}: {m}"),
         }
     }
+}
+
+/// The first value of query parameter `name` in `path` (`?a=1&b`: `a` is
+/// `1`, `b` is empty), as sent: Envoy's route matching neither
+/// percent-decodes nor reads `+` as a space.
+pub fn query_param<'p>(path: &'p str, name: &str) -> Option<&'p str> {
+    let (_, query) = path.split_once('?')?;
+    query
+        .split('&')
+        .find_map(|pair| match pair.split_once('=') {
+            Some((key, value)) if key == name => Some(value),
+            None if pair == name => Some(""),
+            _ => None,
+        })
 }
 
 /// Envoy sees a header sent several times as one value joined by `,`.
@@ -383,6 +414,8 @@ mod tests {
         };
         let headers = HeaderMap::new();
         let mut req = RequestView {
+            scheme: "http",
+            port: 80,
             method: "GET",
             path: "/headers",
             authority: "h",
@@ -474,6 +507,8 @@ mod tests {
         };
         let headers = HeaderMap::new();
         let req = RequestView {
+            scheme: "http",
+            port: 80,
             method: "GET",
             path: "/headers?access_token=x",
             authority: "h",
@@ -481,6 +516,17 @@ mod tests {
             claims: None,
         };
         assert!(c.holds(&req));
+    }
+
+    #[test]
+    fn query_parameters_are_read_as_sent_first_value_first() {
+        assert_eq!(query_param("/a?x=1&v=2&v=3", "v"), Some("2"));
+        assert_eq!(query_param("/a?flag&v=", "flag"), Some(""));
+        assert_eq!(query_param("/a?flag&v=", "v"), Some(""));
+        assert_eq!(query_param("/a?v=a%20b", "v"), Some("a%20b"));
+        assert_eq!(query_param("/a?vv=1", "v"), None);
+        assert_eq!(query_param("/a", "v"), None);
+        assert_eq!(query_param("/a?=1", ""), Some("1"));
     }
 
     #[test]
