@@ -215,6 +215,7 @@ fn route_select(c: &mut Criterion) {
                     name: format!("route-{i}").into(),
                     matches: vec![MatchRule {
                         name: None,
+                        span: claimgate::routing::UriSpan::Prefix(6),
                         conditions: vec![
                             Condition::Uri {
                                 matcher: StringMatcher::Prefix(format!("/svc-{i}/")),
@@ -250,7 +251,7 @@ fn route_select(c: &mut Criterion) {
                         space_delimited: &[],
                     }),
                 };
-                table.select(&req).map(|r| r.name.len())
+                table.select(&req).map(|(r, _)| r.name.len())
             })
         });
     }

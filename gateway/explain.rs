@@ -24,7 +24,7 @@ use crate::compile::{self, Shared};
 use crate::config::{self, Config, ConfigError};
 use crate::jwt::{parse, Authenticated, JwtError, KeySet, UnverifiedToken};
 use crate::proxy::{authz_request, listener_port, request_host, route_view, Rejection};
-use crate::routing::{Action, Condition, Forward, RequestView, Route};
+use crate::routing::{Action, Condition, Forward, RequestView, Route, UriSpan};
 use crate::snapshot::Snapshot;
 
 /// What to explain.
@@ -293,7 +293,7 @@ impl Trace<'_> {
             }
             self.route_miss(route, &view);
         }
-        let Some(route) = table.select(&view) else {
+        let Some((route, span)) = table.select(&view) else {
             line!(self, "route: none matched");
             line!(self, "answer: {}", answer(Rejection::NoRoute));
             return self.out;
@@ -301,7 +301,7 @@ impl Trace<'_> {
         line!(self, "route: {}", route.name);
 
         match &route.action {
-            Action::Forward(forward) => self.forward(req, authn.as_ref(), route, forward),
+            Action::Forward(forward) => self.forward(req, authn.as_ref(), route, forward, span),
         }
         self.out
     }
@@ -313,8 +313,24 @@ impl Trace<'_> {
         authn: Option<&Authenticated>,
         route: &Route,
         forward: &Forward,
+        span: UriSpan,
     ) {
         let destinations = &forward.destinations;
+        if let Some(rewrite) = &forward.rewrite {
+            let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+            line!(
+                self,
+                "upstream request: path rewritten to {:?}",
+                shorten(&rewrite.apply(path, span))
+            );
+        }
+        if let Some(authority) = destinations.first().and_then(|d| d.authority.as_ref()) {
+            line!(
+                self,
+                "upstream request: Host: {}",
+                String::from_utf8_lossy(authority.as_bytes())
+            );
+        }
         let clusters: Vec<_> = destinations
             .iter()
             .filter_map(|d| self.snap.clusters.get(d.cluster))

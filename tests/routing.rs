@@ -238,3 +238,90 @@ fn bad_matches_are_refused_with_their_location() {
         );
     }
 }
+
+// ----------------------------------------------------------------- rewrite
+
+#[test]
+fn rewrites_change_the_path_and_host_sent_upstream() {
+    let gw = gateway(
+        &["alpha"],
+        &virtual_service(
+            "rewrites",
+            r#"  - match: [{uri: {prefix: /api/}}]
+    rewrite: {uri: /v2/}
+    route: [{destination: {host: alpha}}]
+  - match: [{uri: {exact: /old}}]
+    rewrite: {uri: /new}
+    route: [{destination: {host: alpha}}]
+  - match: [{uri: {prefix: /svc/}}]
+    rewrite:
+      uriRegexRewrite: {match: "^/svc/([^/]+)/(.*)$", rewrite: "/\\2/by/\\1"}
+    route: [{destination: {host: alpha}}]
+  - match: [{uri: {prefix: /host}}]
+    rewrite: {authority: "internal.example.com:8443"}
+    route: [{destination: {host: alpha}}]
+  - route: [{destination: {host: alpha}}]
+"#,
+        ),
+    );
+    let sent = |path: &str| {
+        let echo = get(gw.port, path, &[]).echo();
+        (
+            echo["uri"].as_str().unwrap_or_default().to_string(),
+            echo["headers"]["host"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        )
+    };
+    let client_host = format!("127.0.0.1:{}", gw.port);
+    // The matched prefix is swapped, the query kept.
+    assert_eq!(
+        sent("/api/items?x=1"),
+        ("/v2/items?x=1".into(), client_host.clone())
+    );
+    // An exact match has its whole path replaced, the query kept.
+    assert_eq!(sent("/old?a=b").0, "/new?a=b");
+    // A regex rewrite with capture groups, on the path only.
+    assert_eq!(
+        sent("/svc/foo/bar/baz?q=/svc/x/y").0,
+        "/bar/baz/by/foo?q=/svc/x/y"
+    );
+    // The authority: Host sent upstream, the path unchanged.
+    assert_eq!(
+        sent("/host/a?b"),
+        ("/host/a?b".into(), "internal.example.com:8443".into())
+    );
+    // Without a rewrite, nothing changes.
+    assert_eq!(sent("/plain?z"), ("/plain?z".into(), client_host));
+}
+
+#[test]
+fn bad_rewrites_are_refused_with_their_location() {
+    let stderr = check_fails(
+        &["alpha"],
+        &virtual_service(
+            "bad",
+            r#"  - rewrite: {uri: /a, uriRegexRewrite: {match: a, rewrite: b}}
+    route: [{destination: {host: alpha}}]
+  - rewrite: {uriRegexRewrite: {match: "a(b)", rewrite: "\\2"}}
+    route: [{destination: {host: alpha}}]
+  - rewrite: {authority: "a b"}
+    route: [{destination: {host: alpha}}]
+  - rewrite: {}
+    route: [{destination: {host: alpha}}]
+"#,
+        ),
+    );
+    for expected in [
+        "spec.http[0].rewrite: set one of uri and uriRegexRewrite, not both",
+        "spec.http[1].rewrite.uriRegexRewrite: rewrite names group \\2, but `a(b)` has 1 group(s)",
+        "spec.http[2].rewrite.authority: `a b` is not an authority",
+        "spec.http[3].rewrite: set at least one of uri, uriRegexRewrite and authority",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
+}

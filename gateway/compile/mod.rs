@@ -13,20 +13,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 
 use crate::authz::Authorizer;
 use crate::config::{
-    parse_duration, Config, ConfigError, ConfigErrors, GatewaySpec, HttpRoute, JwtRule, Resource,
-    ServiceEntrySpec, Source, StringMatch, VirtualServiceSpec,
+    parse_duration, Config, ConfigError, ConfigErrors, GatewaySpec, HttpRewrite, HttpRoute,
+    JwtRule, Resource, ServiceEntrySpec, Source, StringMatch, VirtualServiceSpec,
 };
 use crate::jwks::{JwksConfig, JwksRegistry};
 use crate::jwt::authn::{KeyRefetch, Outputs};
 use crate::jwt::{Authenticator, KeySet, Provider, TokenCache, TokenLocation, Validation};
 use crate::metrics::RouteMetrics;
 use crate::routing::{
-    Action, ClaimPath, Condition, Forward, HostTable, MatchRule, Route, RouteDestination,
-    StringMatcher, WeightedPicker,
+    Action, ClaimPath, Condition, Forward, HostTable, MatchRule, PathRewrite, Route,
+    RouteDestination, StringMatcher, UriSpan, WeightedPicker,
 };
 use crate::snapshot::Snapshot;
 use crate::upstream::Cluster;
@@ -576,9 +576,21 @@ impl Compiler {
                     }
                 }
             }
+            // Istio's translation: a `prefix` uri is Envoy's prefix, `exact`
+            // its path, `regex` its safe_regex; no uri is the prefix `/`.
+            let span = match &m.uri {
+                Some(StringMatch {
+                    prefix: Some(p), ..
+                }) => UriSpan::Prefix(p.len()),
+                Some(StringMatch { exact: Some(_), .. } | StringMatch { regex: Some(_), .. }) => {
+                    UriSpan::Path
+                }
+                _ => UriSpan::Prefix(1),
+            };
             matches.push(MatchRule {
                 name: m.name.clone(),
                 conditions,
+                span,
             });
         }
 
@@ -662,6 +674,7 @@ impl Compiler {
                 cluster,
                 weight,
                 metrics: RouteMetrics::new(name, &self.clusters[cluster].name),
+                authority: None,
             });
             weights.push(weight);
         }
@@ -676,7 +689,74 @@ impl Compiler {
             );
             return None;
         };
-        Some(Action::Forward(Forward::new(destinations, picker)))
+        let (rewrite, authority) = self.rewrite(vs, path, route.rewrite.as_ref())?;
+        for d in &mut destinations {
+            d.authority = authority.clone();
+        }
+        let mut forward = Forward::new(destinations, picker);
+        forward.rewrite = rewrite;
+        Some(Action::Forward(forward))
+    }
+
+    /// `rewrite`: the path rewrite and the authority, checked.
+    fn rewrite(
+        &mut self,
+        vs: &Resource<VirtualServiceSpec>,
+        path: &str,
+        rewrite: Option<&HttpRewrite>,
+    ) -> Option<(Option<PathRewrite>, Option<HeaderValue>)> {
+        let Some(rewrite) = rewrite else {
+            return Some((None, None));
+        };
+        let at = format!("{path}.rewrite");
+        let before = self.errors.len();
+        let uri = rewrite.uri.as_deref().filter(|u| !u.is_empty());
+        let path_rewrite = match (uri, &rewrite.uri_regex_rewrite) {
+            (Some(_), Some(_)) => {
+                self.error(
+                    &vs.source,
+                    &at,
+                    "set one of uri and uriRegexRewrite, not both",
+                );
+                None
+            }
+            (Some(uri), None) => PathRewrite::prefix(uri)
+                .map_err(|e| self.error(&vs.source, format!("{at}.uri"), e))
+                .ok(),
+            (None, Some(r)) => {
+                if r.pattern.is_empty() || r.rewrite.is_empty() {
+                    self.error(
+                        &vs.source,
+                        format!("{at}.uriRegexRewrite"),
+                        "both match and rewrite are required",
+                    );
+                    None
+                } else {
+                    PathRewrite::regex(&r.pattern, &r.rewrite)
+                        .map_err(|e| self.error(&vs.source, format!("{at}.uriRegexRewrite"), e))
+                        .ok()
+                }
+            }
+            (None, None) => None,
+        };
+        let authority = match rewrite.authority.as_deref().filter(|a| !a.is_empty()) {
+            Some(a) => match authority_value(a) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    self.error(&vs.source, format!("{at}.authority"), e);
+                    None
+                }
+            },
+            None => None,
+        };
+        if path_rewrite.is_none() && authority.is_none() && self.errors.len() == before {
+            self.error(
+                &vs.source,
+                &at,
+                "set at least one of uri, uriRegexRewrite and authority",
+            );
+        }
+        (self.errors.len() == before).then_some((path_rewrite, authority))
     }
 
     /// Resolves a destination to a cluster, creating it on first use.
@@ -939,6 +1019,16 @@ fn output_header(name: &str) -> Result<HeaderName, String> {
         return Err(format!("`{name}` cannot be written from a token"));
     }
     Ok(header)
+}
+
+/// An authority sent as `Host`: `host` or `host:port`, nothing else.
+fn authority_value(authority: &str) -> Result<HeaderValue, String> {
+    authority
+        .parse::<http::uri::Authority>()
+        .ok()
+        .filter(|a| !a.as_str().contains('@'))
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        .ok_or_else(|| format!("`{authority}` is not an authority (host or host:port)"))
 }
 
 fn cluster_key(cluster: &Cluster) -> ClusterKey {

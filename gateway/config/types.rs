@@ -94,6 +94,30 @@ pub struct HttpRoute {
     pub matches: Vec<HttpMatchRequest>,
     #[serde(default)]
     pub route: Vec<HttpRouteDestination>,
+    #[serde(default)]
+    pub rewrite: Option<HttpRewrite>,
+}
+
+/// Istio's `HTTPRewrite`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpRewrite {
+    #[serde(default)]
+    pub uri: Option<String>,
+    #[serde(default)]
+    pub uri_regex_rewrite: Option<RegexRewrite>,
+    #[serde(default)]
+    pub authority: Option<String>,
+}
+
+/// Istio's `RegexRewrite`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegexRewrite {
+    #[serde(default, rename = "match")]
+    pub pattern: String,
+    #[serde(default)]
+    pub rewrite: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

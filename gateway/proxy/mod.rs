@@ -26,7 +26,7 @@ use crate::authz::{remote_ip, AuthzRequest, Decision};
 use crate::jwt::authn::{strip_cookie, strip_query_param, Outcome};
 use crate::jwt::{Authenticated, TokenLocation};
 use crate::metrics::RouteMetrics;
-use crate::routing::{host_without_port, Action, ClaimView, RequestView, Route};
+use crate::routing::{host_without_port, Action, ClaimView, RequestView, Route, UriSpan};
 use crate::snapshot::Snapshot;
 
 /// The gateway as seen by one listener.
@@ -74,6 +74,8 @@ pub struct RequestCtx {
     route: Option<Arc<Route>>,
     /// The destination of that route the request goes to, by index.
     destination: Option<usize>,
+    /// What the route's match entry matched of the path (for a rewrite).
+    span: UriSpan,
     rejection: Option<Rejection>,
     /// What the token came to, when there was one.
     jwt: Option<Outcome>,
@@ -282,6 +284,7 @@ impl ProxyHttp for Gateway {
             cluster: None,
             route: None,
             destination: None,
+            span: UriSpan::Prefix(1),
             rejection: None,
             jwt: None,
             started: Instant::now(),
@@ -341,10 +344,11 @@ impl ProxyHttp for Gateway {
             .listeners
             .get(&self.listener)
             .and_then(|table| table.select(&view))
-            .cloned();
-        let Some(route) = route else {
+            .map(|(route, span)| (route.clone(), span));
+        let Some((route, span)) = route else {
             return self.reject(session, ctx, Rejection::NoRoute).await;
         };
+        ctx.span = span;
         match &route.action {
             Action::Forward(forward) => {
                 let pick = forward.pick_index();
@@ -377,6 +381,19 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_sent = Some(Instant::now());
+        if let Some(Action::Forward(forward)) = ctx.route.as_deref().map(|r| &r.action) {
+            if let Some(rewrite) = &forward.rewrite {
+                let path = upstream.uri.path_and_query().map_or("/", |p| p.as_str());
+                let uri = rewrite.apply(path, ctx.span).parse().map_err(|_| {
+                    Error::explain(ErrorType::InternalError, "the rewritten path is not a URI")
+                })?;
+                upstream.set_uri(uri);
+            }
+            let destination = ctx.destination.and_then(|i| forward.destinations.get(i));
+            if let Some(authority) = destination.and_then(|d| d.authority.clone()) {
+                upstream.insert_header(http::header::HOST, authority)?;
+            }
+        }
         let authn = &ctx.snap.authn;
         // Headers the gateway writes from tokens are never taken from clients.
         for name in authn.output_headers() {

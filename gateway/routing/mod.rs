@@ -2,6 +2,7 @@
 //! the ordered HTTP routes whose first match wins.
 
 mod matchers;
+mod rewrite;
 mod weighted;
 
 use std::collections::HashMap;
@@ -12,6 +13,7 @@ use http::{HeaderMap, HeaderName};
 
 pub use crate::jwt::claims::{ClaimPath, ClaimView, CLAIM_PREFIX};
 pub use matchers::StringMatcher;
+pub use rewrite::{PathRewrite, UriSpan};
 pub use weighted::WeightedPicker;
 
 use crate::metrics::RouteMetrics;
@@ -146,10 +148,22 @@ fn header_matches(headers: &HeaderMap, name: &HeaderName, m: &StringMatcher) -> 
 }
 
 /// One `match` entry: all of its conditions hold.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct MatchRule {
     pub name: Option<String>,
     pub conditions: Vec<Condition>,
+    /// What a prefix rewrite replaces when this entry matched.
+    pub span: UriSpan,
+}
+
+impl Default for MatchRule {
+    fn default() -> Self {
+        MatchRule {
+            name: None,
+            conditions: Vec::new(),
+            span: UriSpan::Prefix(1),
+        }
+    }
 }
 
 impl MatchRule {
@@ -177,7 +191,16 @@ pub struct Route {
 
 impl Route {
     pub fn matches(&self, req: &RequestView<'_>) -> bool {
-        self.matches.is_empty() || self.matches.iter().any(|m| m.matches(req))
+        self.matching(req).is_some()
+    }
+
+    /// What the first matching entry matched of the path (Envoy's prefix
+    /// `/` for a route without entries); `None` when no entry matches.
+    pub fn matching(&self, req: &RequestView<'_>) -> Option<UriSpan> {
+        if self.matches.is_empty() {
+            return Some(UriSpan::Prefix(1));
+        }
+        self.matches.iter().find(|m| m.matches(req)).map(|m| m.span)
     }
 }
 
@@ -195,17 +218,21 @@ impl Action {
             cluster,
             weight: 100,
             metrics,
+            authority: None,
         };
         let picker = WeightedPicker::new(&[100]).unwrap_or_else(|| unreachable!());
         Action::Forward(Forward::new(vec![destination], picker))
     }
 }
 
-/// `route[]`: the destinations and how requests are split across them.
+/// `route[]`: the destinations and how requests are split across them,
+/// and what is changed in the request on the way.
 #[derive(Debug)]
 pub struct Forward {
     pub destinations: Vec<RouteDestination>,
     picker: WeightedPicker,
+    /// `rewrite.uri` or `rewrite.uriRegexRewrite`.
+    pub rewrite: Option<PathRewrite>,
 }
 
 impl Forward {
@@ -214,6 +241,7 @@ impl Forward {
         Forward {
             destinations,
             picker,
+            rewrite: None,
         }
     }
 
@@ -238,6 +266,8 @@ pub struct RouteDestination {
     pub weight: u64,
     /// The requests counters and duration histogram of (route, this cluster).
     pub metrics: Arc<RouteMetrics>,
+    /// The `Host` sent upstream instead of the client's (`rewrite.authority`).
+    pub authority: Option<http::HeaderValue>,
 }
 
 /// The host pattern of a virtual host.
@@ -319,11 +349,12 @@ impl HostTable {
         self.any.as_deref().map(|routes| (VirtualHost::Any, routes))
     }
 
-    /// The first route that matches.
-    pub fn select(&self, req: &RequestView<'_>) -> Option<&Arc<Route>> {
+    /// The first route that matches, and what its matching entry matched
+    /// of the path.
+    pub fn select(&self, req: &RequestView<'_>) -> Option<(&Arc<Route>, UriSpan)> {
         self.routes_for(req.authority)
             .iter()
-            .find(|r| r.matches(req))
+            .find_map(|r| r.matching(req).map(|span| (r, span)))
     }
 
     pub fn hosts(&self) -> impl Iterator<Item = (&str, &[Arc<Route>])> {
@@ -401,6 +432,7 @@ mod tests {
         let claim = |name: &str| ClaimPath::from_header_name(name).unwrap().unwrap();
         let rule = MatchRule {
             name: None,
+            span: UriSpan::Prefix(8),
             conditions: vec![
                 Condition::Uri {
                     matcher: StringMatcher::Prefix("/headers".into()),
