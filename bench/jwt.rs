@@ -233,6 +233,7 @@ fn route_select(c: &mut Criterion) {
                         0,
                         claimgate::metrics::RouteMetrics::new(&format!("route-{i}"), "c"),
                     ),
+                    metrics: claimgate::metrics::RouteMetrics::new(&format!("route-{i}"), "-"),
                 })
             }),
         );

@@ -302,6 +302,26 @@ impl Trace<'_> {
 
         match &route.action {
             Action::Forward(forward) => self.forward(req, authn.as_ref(), route, forward, span),
+            Action::Redirect(redirect) => {
+                let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+                let host = req.headers.get(HOST).map_or(String::new(), |h| {
+                    String::from_utf8_lossy(h.as_bytes()).into_owned()
+                });
+                let location = redirect.location("http", &host, port, path);
+                line!(
+                    self,
+                    "answer: {} redirect by route {}, Location: {location}",
+                    redirect.code,
+                    route.name
+                );
+            }
+            Action::Direct(direct) => line!(
+                self,
+                "answer: {} direct response by route {} ({} byte body)",
+                direct.status,
+                route.name,
+                direct.body.len()
+            ),
         }
         self.out
     }

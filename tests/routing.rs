@@ -32,18 +32,43 @@ fn gateway(origins: &[&str], virtual_services: &str) -> Gateway {
 /// `gateway`, with origins at the given addresses. `{PORT}` in the
 /// VirtualServices stands for the listener's port.
 fn gateway_with(origins: &[(&str, SocketAddr)], virtual_services: &str) -> Gateway {
+    gateway_files(origins, virtual_services, Vec::new())
+}
+
+/// `gateway_with`, plus more configuration files.
+fn gateway_files(
+    origins: &[(&str, SocketAddr)],
+    virtual_services: &str,
+    mut files: Vec<(&str, String)>,
+) -> Gateway {
     let port = free_port();
-    Gateway::start(
-        port,
-        &[
-            ("gateway.yaml", gateway_yaml(port)),
-            ("services.yaml", service_entries(origins)),
-            (
-                "routes.yaml",
-                virtual_services.replace("{PORT}", &port.to_string()),
-            ),
-        ],
-    )
+    files.extend([
+        ("gateway.yaml", gateway_yaml(port)),
+        ("services.yaml", service_entries(origins)),
+        (
+            "routes.yaml",
+            virtual_services.replace("{PORT}", &port.to_string()),
+        ),
+    ]);
+    Gateway::start(port, &files)
+}
+
+/// The test issuer's RequestAuthentication (keys from an in-test JWKS
+/// server) and a DENY policy for `/denied`.
+fn authn_and_policy() -> Vec<(&'static str, String)> {
+    let jwks = jwks_server(&test_jwks());
+    vec![
+        (
+            "authn.yaml",
+            test_request_authentication(&format!("http://{jwks}/jwks.json"), ""),
+        ),
+        (
+            "policy.yaml",
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny, namespace: istio-system}\n\
+             spec:\n  action: DENY\n  rules: [{to: [{operation: {paths: [/denied]}}]}]\n"
+                .to_string(),
+        ),
+    ]
 }
 
 /// A VirtualService `name` on every host of the test Gateway with these
@@ -318,6 +343,130 @@ fn bad_rewrites_are_refused_with_their_location() {
         "spec.http[1].rewrite.uriRegexRewrite: rewrite names group \\2, but `a(b)` has 1 group(s)",
         "spec.http[2].rewrite.authority: `a b` is not an authority",
         "spec.http[3].rewrite: set at least one of uri, uriRegexRewrite and authority",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
+}
+
+// ------------------------------------------------ redirect, directResponse
+
+#[test]
+fn redirects_and_direct_responses_are_answered_by_the_gateway_after_authn_and_authz() {
+    let origins = [("alpha", echo_origin("alpha"))];
+    let gw = gateway_files(
+        &origins,
+        &virtual_service(
+            "local",
+            r#"  - name: moved
+    match: [{uri: {prefix: /old}}]
+    redirect: {uri: /new}
+  - name: elsewhere
+    match: [{uri: {prefix: /elsewhere}}]
+    redirect: {authority: other.example.com, scheme: https, port: 8443, redirectCode: 308}
+  - name: same-port
+    match: [{uri: {prefix: /same-port}}]
+    redirect: {authority: other.example.com, derivePort: FROM_REQUEST_PORT, redirectCode: 302}
+  - name: denied
+    match: [{uri: {prefix: /denied}}]
+    redirect: {uri: /ok}
+  - name: maintenance
+    match: [{uri: {prefix: /maintenance}}]
+    directResponse: {status: 503, body: {string: "down for maintenance"}}
+  - name: empty
+    match: [{uri: {prefix: /empty}}]
+    directResponse: {status: 204}
+  - name: bytes
+    match: [{uri: {prefix: /bytes}}]
+    directResponse: {status: 200, body: {bytes: "aGVsbG8="}}
+"#,
+        ),
+        authn_and_policy(),
+    );
+    let port = gw.port;
+
+    // 301 by default; the path replaced, the query and Host kept.
+    let r = get(port, "/old/page?a=1", &[]);
+    assert_eq!(r.status, 301, "{r:?}");
+    let here = format!("127.0.0.1:{port}");
+    assert_eq!(
+        r.header("location"),
+        Some(format!("http://{here}/new?a=1").as_str())
+    );
+    assert_eq!(r.body, "");
+
+    // Scheme, authority, port and code.
+    let r = get(port, "/elsewhere/x?y", &[]);
+    assert_eq!(r.status, 308);
+    assert_eq!(
+        r.header("location"),
+        Some("https://other.example.com:8443/elsewhere/x?y")
+    );
+    let r = get(port, "/same-port", &[]);
+    assert_eq!(r.status, 302);
+    let expected = format!("http://other.example.com:{port}/same-port");
+    assert_eq!(r.header("location"), Some(expected.as_str()));
+
+    // directResponse: status and body, text/plain as Envoy sends it.
+    let r = get(port, "/maintenance", &[]);
+    assert_eq!((r.status, r.body.as_str()), (503, "down for maintenance"));
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    let r = get(port, "/empty", &[]);
+    assert_eq!((r.status, r.body.as_str()), (204, ""));
+    let r = get(port, "/bytes", &[]);
+    assert_eq!((r.status, r.body.as_str()), (200, "hello"));
+
+    // Authentication and authorization come first, as for any route.
+    let r = get(port, "/old", &["Authorization: Bearer not.a.token"]);
+    assert_eq!(r.status, 401, "{r:?}");
+    let r = get(port, "/denied", &[]);
+    assert_eq!((r.status, r.body.as_str()), (403, "RBAC: access denied"));
+    let token = rs256(claims(serde_json::json!({})));
+    let r = get(port, "/maintenance", &[&bearer(&token)]);
+    assert_eq!(r.status, 503);
+
+    // Counted under the route, with no cluster.
+    let counted = |route: &str, code: u16| {
+        gw.metric(&format!(
+            "claimgate_requests_total{{cluster=\"(none)\",code=\"{code}\",route=\"foo/local/{route}\"}}"
+        ))
+    };
+    eventually(std::time::Duration::from_secs(5), "metrics", || {
+        counted("moved", 301) == 1.0 && counted("maintenance", 503) == 2.0
+    });
+}
+
+#[test]
+fn bad_redirects_and_direct_responses_are_refused_with_their_location() {
+    let stderr = check_fails(
+        &["alpha"],
+        &virtual_service(
+            "bad",
+            r#"  - redirect: {uri: /a, redirectCode: 304}
+  - redirect: {scheme: ftp}
+  - redirect: {port: 80, derivePort: FROM_REQUEST_PORT}
+  - redirect: {uri: /a}
+    route: [{destination: {host: alpha}}]
+  - directResponse: {status: 700}
+  - directResponse: {status: 200}
+    rewrite: {uri: /x}
+  - redirect: {uri: /a}
+    directResponse: {status: 200}
+  - redirect: {}
+"#,
+        ),
+    );
+    for expected in [
+        "spec.http[0].redirect.redirectCode: 304 is not supported: 301, 302, 303, 307 or 308",
+        "spec.http[1].redirect.scheme: `ftp` is not a redirect scheme",
+        "spec.http[2].redirect: set one of port and derivePort, not both",
+        "spec.http[3].route: a route with redirect has no destinations",
+        "spec.http[4].directResponse.status: 700 is not in range 200-599",
+        "spec.http[5].rewrite: a route with directResponse is not forwarded",
+        "spec.http[6]: set one of redirect and directResponse, not both",
+        "spec.http[7].redirect: set at least one of uri, authority, scheme, port and derivePort",
     ] {
         assert!(
             stderr.contains(expected),

@@ -13,20 +13,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
 use crate::authz::Authorizer;
 use crate::config::{
-    parse_duration, Config, ConfigError, ConfigErrors, GatewaySpec, HttpRewrite, HttpRoute,
-    JwtRule, Resource, ServiceEntrySpec, Source, StringMatch, VirtualServiceSpec,
+    parse_duration, Config, ConfigError, ConfigErrors, GatewaySpec, HttpBody, HttpDirectResponse,
+    HttpRedirect, HttpRewrite, HttpRoute, JwtRule, Resource, ServiceEntrySpec, Source, StringMatch,
+    VirtualServiceSpec,
 };
 use crate::jwks::{JwksConfig, JwksRegistry};
 use crate::jwt::authn::{KeyRefetch, Outputs};
 use crate::jwt::{Authenticator, KeySet, Provider, TokenCache, TokenLocation, Validation};
 use crate::metrics::RouteMetrics;
 use crate::routing::{
-    Action, ClaimPath, Condition, Forward, HostTable, MatchRule, PathRewrite, Route,
-    RouteDestination, StringMatcher, UriSpan, WeightedPicker,
+    Action, ClaimPath, Condition, DirectResponse, Forward, HostTable, MatchRule, PathRewrite,
+    Redirect, RedirectPort, Route, RouteDestination, StringMatcher, UriSpan, WeightedPicker,
 };
 use crate::snapshot::Snapshot;
 use crate::upstream::Cluster;
@@ -71,6 +73,9 @@ impl Shared {
         })
     }
 }
+
+/// Istio refuses a `directResponse` body over 1 MiB.
+const MAX_DIRECT_RESPONSE_BODY: usize = 1 << 20;
 
 /// The default `timeout` of a `jwksUri` fetch.
 const DEFAULT_JWKS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -601,15 +606,231 @@ impl Compiler {
                 vs.metadata.namespace, vs.metadata.name
             ),
         };
-        let action = self.forward(vs, &path, &name, route, services);
+        let action = match (&route.redirect, &route.direct_response) {
+            (Some(_), Some(_)) => {
+                self.error(
+                    &vs.source,
+                    &path,
+                    "set one of redirect and directResponse, not both",
+                );
+                None
+            }
+            (Some(redirect), None) => self.redirect(vs, &path, route, redirect),
+            (None, Some(direct)) => self.direct_response(vs, &path, route, direct),
+            (None, None) => self.forward(vs, &path, &name, route, services),
+        };
         if self.errors.len() != before {
             return None;
         }
         Some(Arc::new(Route {
+            metrics: RouteMetrics::new(&name, crate::metrics::NONE),
             name: name.into(),
             matches,
             action: action?,
         }))
+    }
+
+    /// Fields that only make sense for a route that forwards are refused
+    /// on one the gateway answers itself (`what`).
+    fn forward_only(
+        &mut self,
+        vs: &Resource<VirtualServiceSpec>,
+        path: &str,
+        route: &HttpRoute,
+        what: &str,
+    ) {
+        if !route.route.is_empty() {
+            self.error(
+                &vs.source,
+                format!("{path}.route"),
+                format!("a route with {what} has no destinations"),
+            );
+        }
+        if route.rewrite.is_some() {
+            self.error(
+                &vs.source,
+                format!("{path}.rewrite"),
+                format!("a route with {what} is not forwarded: nothing to rewrite"),
+            );
+        }
+    }
+
+    /// `redirect`, checked as Istio validates it.
+    fn redirect(
+        &mut self,
+        vs: &Resource<VirtualServiceSpec>,
+        path: &str,
+        route: &HttpRoute,
+        r: &HttpRedirect,
+    ) -> Option<Action> {
+        self.forward_only(vs, path, route, "redirect");
+        let at = format!("{path}.redirect");
+        let before = self.errors.len();
+        let scheme = match r.scheme.as_deref() {
+            None | Some("") => None,
+            Some("http") => Some("http"),
+            Some("https") => Some("https"),
+            Some(other) => {
+                self.error(
+                    &vs.source,
+                    format!("{at}.scheme"),
+                    format!("`{other}` is not a redirect scheme: http or https"),
+                );
+                None
+            }
+        };
+        let authority = match r.authority.as_deref().filter(|a| !a.is_empty()) {
+            Some(a) => match authority_value(a) {
+                Ok(_) => Some(a.to_string()),
+                Err(e) => {
+                    self.error(&vs.source, format!("{at}.authority"), e);
+                    None
+                }
+            },
+            None => None,
+        };
+        let port = match (r.port, r.derive_port.as_deref()) {
+            (Some(_), Some(_)) => {
+                self.error(&vs.source, &at, "set one of port and derivePort, not both");
+                None
+            }
+            (Some(p), None) => match u16::try_from(p) {
+                Ok(p) if p > 0 => Some(RedirectPort::Fixed(p)),
+                _ => {
+                    self.error(
+                        &vs.source,
+                        format!("{at}.port"),
+                        format!("{p} is not a port (1 to 65535)"),
+                    );
+                    None
+                }
+            },
+            (None, Some("FROM_REQUEST_PORT")) => Some(RedirectPort::FromRequest),
+            // Envoy's own behaviour: no port unless the host has one.
+            (None, Some("FROM_PROTOCOL_DEFAULT")) | (None, None) => None,
+            (None, Some(other)) => {
+                self.error(
+                    &vs.source,
+                    format!("{at}.derivePort"),
+                    format!("`{other}` is not FROM_PROTOCOL_DEFAULT or FROM_REQUEST_PORT"),
+                );
+                None
+            }
+        };
+        let uri = r.uri.as_deref().filter(|u| !u.is_empty());
+        if let Some(uri) = uri {
+            let with_slash = if uri.starts_with('/') {
+                uri.to_string()
+            } else {
+                format!("/{uri}")
+            };
+            if uri.contains('#') || with_slash.parse::<http::uri::PathAndQuery>().is_err() {
+                self.error(
+                    &vs.source,
+                    format!("{at}.uri"),
+                    format!("`{uri}` is not a path (and query)"),
+                );
+            }
+        }
+        let code = match r.redirect_code.unwrap_or(301) {
+            code @ (301 | 302 | 303 | 307 | 308) => code as u16,
+            0 => 301,
+            other => {
+                self.error(
+                    &vs.source,
+                    format!("{at}.redirectCode"),
+                    format!("{other} is not supported: 301, 302, 303, 307 or 308"),
+                );
+                301
+            }
+        };
+        if uri.is_none()
+            && authority.is_none()
+            && scheme.is_none()
+            && r.port.is_none()
+            && r.derive_port.is_none()
+            && self.errors.len() == before
+        {
+            self.error(
+                &vs.source,
+                &at,
+                "set at least one of uri, authority, scheme, port and derivePort",
+            );
+        }
+        (self.errors.len() == before).then(|| {
+            Action::Redirect(Redirect {
+                scheme,
+                authority,
+                port,
+                path: uri.map(str::to_string),
+                code,
+            })
+        })
+    }
+
+    /// `directResponse`: a status from 200 to 599 and a body of at most 1 MiB.
+    fn direct_response(
+        &mut self,
+        vs: &Resource<VirtualServiceSpec>,
+        path: &str,
+        route: &HttpRoute,
+        d: &HttpDirectResponse,
+    ) -> Option<Action> {
+        self.forward_only(vs, path, route, "directResponse");
+        let at = format!("{path}.directResponse");
+        let before = self.errors.len();
+        let status = match u16::try_from(d.status) {
+            Ok(status) if (200..=599).contains(&status) => status,
+            _ => {
+                self.error(
+                    &vs.source,
+                    format!("{at}.status"),
+                    format!("{} is not in range 200-599", d.status),
+                );
+                200
+            }
+        };
+        let body = match &d.body {
+            None => Bytes::new(),
+            Some(HttpBody {
+                string: Some(_),
+                bytes: Some(_),
+            }) => {
+                self.error(
+                    &vs.source,
+                    format!("{at}.body"),
+                    "set one of string and bytes, not both",
+                );
+                Bytes::new()
+            }
+            Some(HttpBody {
+                string: Some(text), ..
+            }) => Bytes::from(text.clone()),
+            Some(HttpBody {
+                bytes: Some(b64), ..
+            }) => {
+                use base64::Engine;
+                match base64::engine::general_purpose::STANDARD.decode(b64.trim()) {
+                    Ok(bytes) => Bytes::from(bytes),
+                    Err(_) => {
+                        self.error(&vs.source, format!("{at}.body.bytes"), "not base64");
+                        Bytes::new()
+                    }
+                }
+            }
+            Some(_) => Bytes::new(),
+        };
+        if body.len() > MAX_DIRECT_RESPONSE_BODY {
+            self.error(
+                &vs.source,
+                format!("{at}.body"),
+                format!(
+                    "{} bytes: at most {MAX_DIRECT_RESPONSE_BODY} (1 MiB), as Istio allows",
+                    body.len()
+                ),
+            );
+        }
+        (self.errors.len() == before).then_some(Action::Direct(DirectResponse { status, body }))
     }
 
     /// `route[]`: each destination resolved to its cluster, with the

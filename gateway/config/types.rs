@@ -86,7 +86,7 @@ pub struct VirtualServiceSpec {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpRoute {
     #[serde(default)]
     pub name: Option<String>,
@@ -96,6 +96,49 @@ pub struct HttpRoute {
     pub route: Vec<HttpRouteDestination>,
     #[serde(default)]
     pub rewrite: Option<HttpRewrite>,
+    #[serde(default)]
+    pub redirect: Option<HttpRedirect>,
+    #[serde(default)]
+    pub direct_response: Option<HttpDirectResponse>,
+}
+
+/// Istio's `HTTPRedirect`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpRedirect {
+    #[serde(default)]
+    pub uri: Option<String>,
+    #[serde(default)]
+    pub authority: Option<String>,
+    #[serde(default)]
+    pub port: Option<u32>,
+    /// `FROM_PROTOCOL_DEFAULT` or `FROM_REQUEST_PORT`.
+    #[serde(default)]
+    pub derive_port: Option<String>,
+    #[serde(default)]
+    pub scheme: Option<String>,
+    /// Default 301.
+    #[serde(default)]
+    pub redirect_code: Option<u32>,
+}
+
+/// Istio's `HTTPDirectResponse`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpDirectResponse {
+    pub status: u32,
+    #[serde(default)]
+    pub body: Option<HttpBody>,
+}
+
+/// Istio's `HTTPBody`: one of `string` and `bytes` (base64).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpBody {
+    #[serde(default)]
+    pub string: Option<String>,
+    #[serde(default)]
+    pub bytes: Option<String>,
 }
 
 /// Istio's `HTTPRewrite`.

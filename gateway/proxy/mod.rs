@@ -14,6 +14,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::{HttpPeer, Peer};
@@ -26,7 +27,9 @@ use crate::authz::{remote_ip, AuthzRequest, Decision};
 use crate::jwt::authn::{strip_cookie, strip_query_param, Outcome};
 use crate::jwt::{Authenticated, TokenLocation};
 use crate::metrics::RouteMetrics;
-use crate::routing::{host_without_port, Action, ClaimView, RequestView, Route, UriSpan};
+use crate::routing::{
+    host_without_port, Action, ClaimView, DirectResponse, Redirect, RequestView, Route, UriSpan,
+};
 use crate::snapshot::Snapshot;
 
 /// The gateway as seen by one listener.
@@ -201,12 +204,16 @@ pub fn listener_port(listener: &str) -> u16 {
 /// The counters a request is recorded in: its route's, for the cluster it
 /// was sent to, or the unrouted ones.
 fn route_metrics(ctx: &RequestCtx) -> &RouteMetrics {
-    let chosen = ctx.route.as_deref().and_then(|r| match &r.action {
+    let Some(route) = ctx.route.as_deref() else {
+        return RouteMetrics::unrouted();
+    };
+    let chosen = match &route.action {
         Action::Forward(f) => ctx.destination.and_then(|i| f.destinations.get(i)),
-    });
+        Action::Redirect(_) | Action::Direct(_) => None,
+    };
     match chosen {
         Some(destination) => &destination.metrics,
-        None => RouteMetrics::unrouted(),
+        None => &route.metrics,
     }
 }
 
@@ -261,6 +268,18 @@ impl Gateway {
             format!("http://{}{}", authority(req), req.uri.path())
         };
         let (header, body) = rejection.response(&realm)?;
+        self.answer(session, ctx, header, body).await
+    }
+
+    /// Writes an answer of the gateway's own (a rejection, a redirect, a
+    /// direct response): every such answer goes out here.
+    async fn answer(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+        header: Box<ResponseHeader>,
+        body: Bytes,
+    ) -> Result<bool> {
         session
             .write_response_header(header, body.is_empty())
             .await?;
@@ -268,6 +287,41 @@ impl Gateway {
             session.write_response_body(Some(body), true).await?;
         }
         Ok(true)
+    }
+
+    /// A route's `redirect`.
+    async fn redirect(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        redirect: &Redirect,
+    ) -> Result<bool> {
+        let location = {
+            let req = session.req_header();
+            let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+            redirect.location("http", authority(req), self.port, path)
+        };
+        let mut header = ResponseHeader::build(redirect.code, Some(2))?;
+        header.insert_header(http::header::LOCATION, location)?;
+        header.insert_header(http::header::CONTENT_LENGTH, "0")?;
+        self.answer(session, ctx, Box::new(header), Bytes::new())
+            .await
+    }
+
+    /// A route's `directResponse`: its body is `text/plain`, as Envoy's.
+    async fn direct_response(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        direct: &DirectResponse,
+    ) -> Result<bool> {
+        let mut header = ResponseHeader::build(direct.status, Some(2))?;
+        header.insert_header(http::header::CONTENT_LENGTH, direct.body.len().to_string())?;
+        if !direct.body.is_empty() {
+            header.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
+        }
+        self.answer(session, ctx, Box::new(header), direct.body.clone())
+            .await
     }
 }
 
@@ -349,15 +403,17 @@ impl ProxyHttp for Gateway {
             return self.reject(session, ctx, Rejection::NoRoute).await;
         };
         ctx.span = span;
+        ctx.route = Some(route.clone());
         match &route.action {
             Action::Forward(forward) => {
                 let pick = forward.pick_index();
                 ctx.destination = Some(pick);
                 ctx.cluster = forward.destinations.get(pick).map(|d| d.cluster);
+                Ok(false)
             }
+            Action::Redirect(redirect) => self.redirect(session, ctx, redirect).await,
+            Action::Direct(direct) => self.direct_response(session, ctx, direct).await,
         }
-        ctx.route = Some(route);
-        Ok(false)
     }
 
     async fn upstream_peer(

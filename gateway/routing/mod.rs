@@ -1,6 +1,7 @@
 //! The route table one listener serves: virtual hosts by `Host`, and in each
 //! the ordered HTTP routes whose first match wins.
 
+mod local;
 mod matchers;
 mod rewrite;
 mod weighted;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName};
 
 pub use crate::jwt::claims::{ClaimPath, ClaimView, CLAIM_PREFIX};
+pub use local::{DirectResponse, Redirect, RedirectPort};
 pub use matchers::StringMatcher;
 pub use rewrite::{PathRewrite, UriSpan};
 pub use weighted::WeightedPicker;
@@ -187,6 +189,8 @@ pub struct Route {
     pub name: Arc<str>,
     pub matches: Vec<MatchRule>,
     pub action: Action,
+    /// The counters of requests the route answers itself (cluster `(none)`).
+    pub metrics: Arc<RouteMetrics>,
 }
 
 impl Route {
@@ -209,6 +213,10 @@ impl Route {
 pub enum Action {
     /// Proxy to one of the destinations.
     Forward(Forward),
+    /// Answer with a redirect.
+    Redirect(Redirect),
+    /// Answer with a fixed status and body.
+    Direct(DirectResponse),
 }
 
 impl Action {
@@ -390,6 +398,7 @@ mod tests {
             name: name.into(),
             matches: Vec::new(),
             action: Action::to_cluster(0, RouteMetrics::new(name, "c")),
+            metrics: RouteMetrics::new(name, crate::metrics::NONE),
         })
     }
 
