@@ -234,6 +234,7 @@ fn route_select(c: &mut Criterion) {
                         claimgate::metrics::RouteMetrics::new(&format!("route-{i}"), "c"),
                     ),
                     metrics: claimgate::metrics::RouteMetrics::new(&format!("route-{i}"), "-"),
+                    response_headers: Default::default(),
                 })
             }),
         );

@@ -376,6 +376,15 @@ impl Trace<'_> {
                 return;
             }
             self.upstream_request(req, authn);
+            for (side, ops) in [
+                ("upstream request", &destinations[0].request_headers),
+                ("response", &destinations[0].response_headers),
+            ] {
+                if !ops.is_empty() {
+                    let ops: Vec<String> = ops.0.iter().map(|op| op.to_string()).collect();
+                    line!(self, "{side}: header operations: {}", ops.join(", "));
+                }
+            }
             line!(
                 self,
                 "answer: 200 routed to {} by route {} (the status is the upstream's own; 503 if no endpoint can be reached)",

@@ -474,3 +474,132 @@ fn bad_redirects_and_direct_responses_are_refused_with_their_location() {
         );
     }
 }
+
+// ----------------------------------------------------------------- headers
+
+#[test]
+fn header_operations_change_requests_and_responses_in_envoys_order() {
+    let gw = gateway(
+        &["alpha", "beta"],
+        &virtual_service(
+            "ops",
+            r#"  - name: single
+    match: [{uri: {prefix: /single}}]
+    headers:
+      request:
+        set: {x-route: r, x-both: route}
+        add: {x-added: one}
+        remove: [x-drop]
+      response:
+        set: {x-resp: r, x-both: route}
+        add: {x-resp-add: a}
+        remove: [content-type]
+    route:
+    - destination: {host: alpha}
+      headers:
+        request: {set: {x-both: destination}, add: {x-added: two}}
+        response: {set: {x-both: destination}}
+  - name: weighted
+    match: [{uri: {prefix: /weighted}}]
+    headers:
+      request: {set: {x-both: route}}
+    route:
+    - destination: {host: alpha}
+      weight: 1
+      headers:
+        request: {set: {x-both: alpha, x-dest: alpha}}
+        response: {add: {x-served-by: alpha}}
+    - destination: {host: beta}
+      weight: 1
+      headers:
+        request: {set: {x-both: beta, x-dest: beta}}
+        response: {add: {x-served-by: beta}}
+  - name: host
+    match: [{uri: {prefix: /host}}]
+    headers:
+      request: {set: {host: "internal.example.com"}}
+    route: [{destination: {host: alpha}}]
+  - name: direct
+    match: [{uri: {prefix: /direct}}]
+    headers:
+      response: {set: {cache-control: no-store}}
+    directResponse: {status: 200, body: {string: ok}}
+"#,
+        ),
+    );
+    let port = gw.port;
+    let r = get(
+        port,
+        "/single",
+        &["x-drop: 1", "x-added: client", "x-both: client"],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let sent = &r.echo()["headers"];
+    assert_eq!(sent["x-route"], "r");
+    // One destination: its operations follow the route's, and win.
+    assert_eq!(sent["x-both"], "destination");
+    assert_eq!(sent["x-added"], "client,one,two");
+    assert!(sent.get("x-drop").is_none(), "{sent}");
+    // The response: set, added, removed.
+    assert_eq!(r.header("x-resp"), Some("r"));
+    assert_eq!(r.header("x-resp-add"), Some("a"));
+    assert_eq!(r.header("x-both"), Some("destination"));
+    assert_eq!(r.header("content-type"), None, "{r:?}");
+
+    // Weighted destinations: theirs first, then the route's, which win.
+    let mut client = Client::connect(port).unwrap();
+    for _ in 0..2 {
+        let r = client.get("/weighted", &[]).unwrap();
+        let sent = &r.echo()["headers"];
+        let origin = origin_of(&r);
+        assert_eq!(sent["x-both"], "route");
+        assert_eq!(sent["x-dest"], origin.as_str());
+        assert_eq!(r.header("x-served-by"), Some(origin.as_str()));
+    }
+
+    // `host` in a request operation is the authority sent upstream.
+    let r = get(port, "/host", &[]);
+    assert_eq!(r.echo()["headers"]["host"], "internal.example.com");
+
+    // A direct response gets the route's response operations too.
+    let r = get(port, "/direct", &[]);
+    assert_eq!(
+        (r.status, r.header("cache-control")),
+        (200, Some("no-store"))
+    );
+}
+
+#[test]
+fn bad_header_operations_are_refused_with_their_location() {
+    let stderr = check_fails(
+        &["alpha"],
+        &virtual_service(
+            "bad",
+            r#"  - headers:
+      request:
+        set: {content-length: "0", x-ok: "%HOSTNAME%"}
+        remove: [":path"]
+      response:
+        set: {host: x}
+    route: [{destination: {host: alpha}}]
+  - headers:
+      request: {set: {host: a.example.com}}
+    rewrite: {authority: b.example.com}
+    route: [{destination: {host: alpha}}]
+  - headers:
+      request: {set: {x-a: b}}
+    directResponse: {status: 200}
+"#,
+        ),
+    );
+    for expected in [
+        "spec.http[0].headers.request.set.content-length: `content-length` frames the message",
+        "spec.http[0].headers.request.set.x-ok: `%HOSTNAME%`: Envoy's %VARIABLE% substitutions are not supported",
+        "spec.http[0].headers.request.remove[0]: `:path`: a header cannot have a \":\" prefix",
+        "spec.http[0].headers.response.set.host: `host`: the Host header cannot be changed here",
+        "spec.http[1].rewrite.authority: the authority is also set in headers.request",
+        "spec.http[2].headers.request: a route with directResponse sends no request upstream",
+    ] {
+        assert!(stderr.contains(expected), "missing `{expected}` in:\n{stderr}");
+    }
+}

@@ -18,17 +18,18 @@ use http::{HeaderName, HeaderValue};
 
 use crate::authz::Authorizer;
 use crate::config::{
-    parse_duration, Config, ConfigError, ConfigErrors, GatewaySpec, HttpBody, HttpDirectResponse,
-    HttpRedirect, HttpRewrite, HttpRoute, JwtRule, Resource, ServiceEntrySpec, Source, StringMatch,
-    VirtualServiceSpec,
+    parse_duration, Config, ConfigError, ConfigErrors, GatewaySpec, Headers, HttpBody,
+    HttpDirectResponse, HttpRedirect, HttpRewrite, HttpRoute, JwtRule, Resource, ServiceEntrySpec,
+    Source, StringMatch, VirtualServiceSpec,
 };
 use crate::jwks::{JwksConfig, JwksRegistry};
 use crate::jwt::authn::{KeyRefetch, Outputs};
 use crate::jwt::{Authenticator, KeySet, Provider, TokenCache, TokenLocation, Validation};
 use crate::metrics::RouteMetrics;
 use crate::routing::{
-    Action, ClaimPath, Condition, DirectResponse, Forward, HostTable, MatchRule, PathRewrite,
-    Redirect, RedirectPort, Route, RouteDestination, StringMatcher, UriSpan, WeightedPicker,
+    operation_name, operation_value, Action, ClaimPath, Condition, DirectResponse, Forward,
+    HeaderOp, HeaderOps, HostTable, MatchRule, PathRewrite, Redirect, RedirectPort, Route,
+    RouteDestination, StringMatcher, UriSpan, WeightedPicker,
 };
 use crate::snapshot::Snapshot;
 use crate::upstream::Cluster;
@@ -606,6 +607,8 @@ impl Compiler {
                 vs.metadata.namespace, vs.metadata.name
             ),
         };
+        let headers = self.header_ops(vs, &format!("{path}.headers"), route.headers.as_ref());
+        let headers = headers.unwrap_or_default();
         let action = match (&route.redirect, &route.direct_response) {
             (Some(_), Some(_)) => {
                 self.error(
@@ -617,7 +620,7 @@ impl Compiler {
             }
             (Some(redirect), None) => self.redirect(vs, &path, route, redirect),
             (None, Some(direct)) => self.direct_response(vs, &path, route, direct),
-            (None, None) => self.forward(vs, &path, &name, route, services),
+            (None, None) => self.forward(vs, &path, &name, route, &headers, services),
         };
         if self.errors.len() != before {
             return None;
@@ -627,7 +630,64 @@ impl Compiler {
             name: name.into(),
             matches,
             action: action?,
+            response_headers: headers.response(),
         }))
+    }
+
+    /// A `headers` block: its operations, checked as Istio validates them
+    /// (a `host` or `:authority` in `request.set`/`add` is the authority
+    /// sent upstream, `set` winning over `add`).
+    fn header_ops(
+        &mut self,
+        vs: &Resource<VirtualServiceSpec>,
+        at: &str,
+        headers: Option<&Headers>,
+    ) -> Option<LevelOps> {
+        let headers = headers?;
+        let mut level = LevelOps::default();
+        for (side, ops) in [
+            ("request", &headers.request),
+            ("response", &headers.response),
+        ] {
+            let Some(ops) = ops else { continue };
+            let request = side == "request";
+            let mut remove = Vec::new();
+            for (i, name) in ops.remove.iter().enumerate() {
+                match operation_name(name) {
+                    Ok(h) => remove.push(h),
+                    Err(e) => self.error(&vs.source, format!("{at}.{side}.remove[{i}]"), e),
+                }
+            }
+            let mut set_add = Vec::new();
+            for (verb, map) in [("set", &ops.set), ("add", &ops.add)] {
+                for (name, value) in map {
+                    let field = format!("{at}.{side}.{verb}.{name}");
+                    let authority = name.eq_ignore_ascii_case("host")
+                        || name.eq_ignore_ascii_case(":authority");
+                    if authority && request {
+                        match authority_value(value) {
+                            // `set` is read before `add` and wins.
+                            Ok(v) => {
+                                level.authority.get_or_insert(v);
+                            }
+                            Err(e) => self.error(&vs.source, field, e),
+                        }
+                        continue;
+                    }
+                    match (operation_name(name), operation_value(value)) {
+                        (Ok(h), Ok(v)) if verb == "set" => set_add.push(HeaderOp::Set(h, v)),
+                        (Ok(h), Ok(v)) => set_add.push(HeaderOp::Add(h, v)),
+                        (Err(e), _) | (_, Err(e)) => self.error(&vs.source, field, e),
+                    }
+                }
+            }
+            if request {
+                level.request = (remove, set_add);
+            } else {
+                level.response = (remove, set_add);
+            }
+        }
+        Some(level)
     }
 
     /// Fields that only make sense for a route that forwards are refused
@@ -651,6 +711,13 @@ impl Compiler {
                 &vs.source,
                 format!("{path}.rewrite"),
                 format!("a route with {what} is not forwarded: nothing to rewrite"),
+            );
+        }
+        if route.headers.as_ref().is_some_and(|h| h.request.is_some()) {
+            self.error(
+                &vs.source,
+                format!("{path}.headers.request"),
+                format!("a route with {what} sends no request upstream"),
             );
         }
     }
@@ -841,6 +908,7 @@ impl Compiler {
         path: &str,
         name: &str,
         route: &HttpRoute,
+        headers: &LevelOps,
         services: &HashMap<String, Service<'_>>,
     ) -> Option<Action> {
         if route.route.is_empty() {
@@ -887,15 +955,40 @@ impl Compiler {
             else {
                 continue;
             };
+            let own = self.header_ops(vs, &format!("{at}.headers"), d.headers.as_ref());
+            let own = own.unwrap_or_default();
             // Istio drops a zero-weight destination when there are others.
             if weight == 0 && !only {
                 continue;
             }
+            // A single destination's operations join the route's (after
+            // them); a weighted destination's are applied before the
+            // route's (Envoy's weighted cluster). A route-level authority
+            // wins over a destination's.
+            let (request_headers, response_headers) = if only {
+                (
+                    HeaderOps::level(
+                        [headers.request.0.clone(), own.request.0.clone()].concat(),
+                        [headers.request.1.clone(), own.request.1.clone()].concat(),
+                    ),
+                    HeaderOps::level(
+                        [headers.response.0.clone(), own.response.0.clone()].concat(),
+                        [headers.response.1.clone(), own.response.1.clone()].concat(),
+                    ),
+                )
+            } else {
+                (
+                    own.request().then(&headers.request()),
+                    own.response().then(&headers.response()),
+                )
+            };
             destinations.push(RouteDestination {
                 cluster,
                 weight,
                 metrics: RouteMetrics::new(name, &self.clusters[cluster].name),
-                authority: None,
+                authority: headers.authority.clone().or(own.authority),
+                request_headers,
+                response_headers,
             });
             weights.push(weight);
         }
@@ -911,8 +1004,18 @@ impl Compiler {
             return None;
         };
         let (rewrite, authority) = self.rewrite(vs, path, route.rewrite.as_ref())?;
-        for d in &mut destinations {
-            d.authority = authority.clone();
+        if let Some(authority) = authority {
+            if headers.authority.is_some() {
+                self.error(
+                    &vs.source,
+                    format!("{path}.rewrite.authority"),
+                    "the authority is also set in headers.request: set it in one place",
+                );
+                return None;
+            }
+            for d in &mut destinations {
+                d.authority = Some(authority.clone());
+            }
         }
         let mut forward = Forward::new(destinations, picker);
         forward.rewrite = rewrite;
@@ -1240,6 +1343,26 @@ fn output_header(name: &str) -> Result<HeaderName, String> {
         return Err(format!("`{name}` cannot be written from a token"));
     }
     Ok(header)
+}
+
+/// The header operations of one level (a route or a destination):
+/// (removals, sets then adds) for the request and for the response, and
+/// the authority a request `set`/`add` of `host` gives.
+#[derive(Debug, Clone, Default)]
+struct LevelOps {
+    request: (Vec<HeaderName>, Vec<HeaderOp>),
+    response: (Vec<HeaderName>, Vec<HeaderOp>),
+    authority: Option<HeaderValue>,
+}
+
+impl LevelOps {
+    fn request(&self) -> HeaderOps {
+        HeaderOps::level(self.request.0.clone(), self.request.1.clone())
+    }
+
+    fn response(&self) -> HeaderOps {
+        HeaderOps::level(self.response.0.clone(), self.response.1.clone())
+    }
 }
 
 /// An authority sent as `Host`: `host` or `host:port`, nothing else.

@@ -97,9 +97,35 @@ pub struct HttpRoute {
     #[serde(default)]
     pub rewrite: Option<HttpRewrite>,
     #[serde(default)]
+    pub headers: Option<Headers>,
+    #[serde(default)]
     pub redirect: Option<HttpRedirect>,
     #[serde(default)]
     pub direct_response: Option<HttpDirectResponse>,
+}
+
+/// Istio's `Headers`: operations on the request sent upstream and on the
+/// response sent to the client.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Headers {
+    #[serde(default)]
+    pub request: Option<HeaderOperations>,
+    #[serde(default)]
+    pub response: Option<HeaderOperations>,
+}
+
+/// Istio's `Headers.HeaderOperations` (maps read in name order, as Istio
+/// sorts them).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderOperations {
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
 }
 
 /// Istio's `HTTPRedirect`.
@@ -215,6 +241,8 @@ pub struct HttpRouteDestination {
     /// Omitted: 0, except for a route's only destination, which takes all.
     #[serde(default)]
     pub weight: Option<i64>,
+    #[serde(default)]
+    pub headers: Option<Headers>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

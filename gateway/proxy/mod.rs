@@ -28,7 +28,8 @@ use crate::jwt::authn::{strip_cookie, strip_query_param, Outcome};
 use crate::jwt::{Authenticated, TokenLocation};
 use crate::metrics::RouteMetrics;
 use crate::routing::{
-    host_without_port, Action, ClaimView, DirectResponse, Redirect, RequestView, Route, UriSpan,
+    host_without_port, Action, ClaimView, DirectResponse, HeaderOps, Redirect, RequestView, Route,
+    UriSpan,
 };
 use crate::snapshot::Snapshot;
 
@@ -201,6 +202,21 @@ pub fn listener_port(listener: &str) -> u16 {
         .map_or(0, |a| a.port())
 }
 
+/// The response header operations of the route a request matched: its
+/// destination's (route and destination levels), or the route's own.
+fn response_headers(ctx: &RequestCtx) -> Option<&HeaderOps> {
+    let route = ctx.route.as_deref()?;
+    let ops = match &route.action {
+        Action::Forward(f) => {
+            &ctx.destination
+                .and_then(|i| f.destinations.get(i))?
+                .response_headers
+        }
+        Action::Redirect(_) | Action::Direct(_) => &route.response_headers,
+    };
+    (!ops.is_empty()).then_some(ops)
+}
+
 /// The counters a request is recorded in: its route's, for the cluster it
 /// was sent to, or the unrouted ones.
 fn route_metrics(ctx: &RequestCtx) -> &RouteMetrics {
@@ -276,10 +292,16 @@ impl Gateway {
     async fn answer(
         &self,
         session: &mut Session,
-        _ctx: &mut RequestCtx,
-        header: Box<ResponseHeader>,
+        ctx: &mut RequestCtx,
+        mut header: Box<ResponseHeader>,
         body: Bytes,
     ) -> Result<bool> {
+        // Envoy applies a route's response operations to the answers it
+        // gives for the route too (redirects, direct responses, upstream
+        // failures); not to refusals before a route was chosen.
+        if let Some(ops) = response_headers(ctx) {
+            ops.apply_response(&mut header)?;
+        }
         session
             .write_response_header(header, body.is_empty())
             .await?;
@@ -437,33 +459,54 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_sent = Some(Instant::now());
-        if let Some(Action::Forward(forward)) = ctx.route.as_deref().map(|r| &r.action) {
-            if let Some(rewrite) = &forward.rewrite {
-                let path = upstream.uri.path_and_query().map_or("/", |p| p.as_str());
-                let uri = rewrite.apply(path, ctx.span).parse().map_err(|_| {
-                    Error::explain(ErrorType::InternalError, "the rewritten path is not a URI")
-                })?;
-                upstream.set_uri(uri);
-            }
-            let destination = ctx.destination.and_then(|i| forward.destinations.get(i));
-            if let Some(authority) = destination.and_then(|d| d.authority.clone()) {
-                upstream.insert_header(http::header::HOST, authority)?;
-            }
+        let forward = match ctx.route.as_deref().map(|r| &r.action) {
+            Some(Action::Forward(forward)) => Some(forward),
+            _ => None,
+        };
+        let destination = forward.and_then(|f| ctx.destination.and_then(|i| f.destinations.get(i)));
+        if let Some(rewrite) = forward.and_then(|f| f.rewrite.as_ref()) {
+            let path = upstream.uri.path_and_query().map_or("/", |p| p.as_str());
+            let uri = rewrite.apply(path, ctx.span).parse().map_err(|_| {
+                Error::explain(ErrorType::InternalError, "the rewritten path is not a URI")
+            })?;
+            upstream.set_uri(uri);
+        }
+        if let Some(authority) = destination.and_then(|d| d.authority.clone()) {
+            upstream.insert_header(http::header::HOST, authority)?;
         }
         let authn = &ctx.snap.authn;
         // Headers the gateway writes from tokens are never taken from clients.
         for name in authn.output_headers() {
             upstream.remove_header(name);
         }
-        let Some(verified) = &ctx.authn else {
-            return Ok(());
-        };
-        let downstream = session.req_header();
-        for (name, value) in authn.outputs(verified, &downstream.headers, downstream.uri.query()) {
-            upstream.insert_header(name, value)?;
+        if let Some(verified) = &ctx.authn {
+            let downstream = session.req_header();
+            for (name, value) in
+                authn.outputs(verified, &downstream.headers, downstream.uri.query())
+            {
+                upstream.insert_header(name, value)?;
+            }
+            if !authn.providers()[verified.provider].forward_original_token {
+                strip_token(upstream, &authn.locations()[verified.location])?;
+            }
         }
-        if !authn.providers()[verified.provider].forward_original_token {
-            strip_token(upstream, &authn.locations()[verified.location])?;
+        // The route's operations come last, as Envoy's router applies them
+        // after the JWT filter has written its headers.
+        if let Some(d) = destination {
+            d.request_headers.apply_request(upstream)?;
+        }
+        Ok(())
+    }
+
+    /// The route's response header operations, on the upstream's answer.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(ops) = response_headers(ctx) {
+            ops.apply_response(response)?;
         }
         Ok(())
     }

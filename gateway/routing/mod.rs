@@ -1,6 +1,7 @@
 //! The route table one listener serves: virtual hosts by `Host`, and in each
 //! the ordered HTTP routes whose first match wins.
 
+mod headers;
 mod local;
 mod matchers;
 mod rewrite;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName};
 
 pub use crate::jwt::claims::{ClaimPath, ClaimView, CLAIM_PREFIX};
+pub use headers::{operation_name, operation_value, HeaderOp, HeaderOps};
 pub use local::{DirectResponse, Redirect, RedirectPort};
 pub use matchers::StringMatcher;
 pub use rewrite::{PathRewrite, UriSpan};
@@ -191,6 +193,8 @@ pub struct Route {
     pub action: Action,
     /// The counters of requests the route answers itself (cluster `(none)`).
     pub metrics: Arc<RouteMetrics>,
+    /// `headers.response` of the route, for the answers it gives itself.
+    pub response_headers: HeaderOps,
 }
 
 impl Route {
@@ -227,6 +231,8 @@ impl Action {
             weight: 100,
             metrics,
             authority: None,
+            request_headers: HeaderOps::default(),
+            response_headers: HeaderOps::default(),
         };
         let picker = WeightedPicker::new(&[100]).unwrap_or_else(|| unreachable!());
         Action::Forward(Forward::new(vec![destination], picker))
@@ -274,8 +280,13 @@ pub struct RouteDestination {
     pub weight: u64,
     /// The requests counters and duration histogram of (route, this cluster).
     pub metrics: Arc<RouteMetrics>,
-    /// The `Host` sent upstream instead of the client's (`rewrite.authority`).
+    /// The `Host` sent upstream instead of the client's (`rewrite.authority`,
+    /// or a `host` in `headers.request`).
     pub authority: Option<http::HeaderValue>,
+    /// `headers.request` of the route and this destination, in Envoy's order.
+    pub request_headers: HeaderOps,
+    /// `headers.response` of the route and this destination, in Envoy's order.
+    pub response_headers: HeaderOps,
 }
 
 /// The host pattern of a virtual host.
@@ -399,6 +410,7 @@ mod tests {
             matches: Vec::new(),
             action: Action::to_cluster(0, RouteMetrics::new(name, "c")),
             metrics: RouteMetrics::new(name, crate::metrics::NONE),
+            response_headers: HeaderOps::default(),
         })
     }
 
