@@ -26,7 +26,9 @@ use claimgate::jwt::claims::{ClaimPath, ClaimView};
 use claimgate::jwt::{
     Algorithm, Authenticator, KeySet, KeySlot, Provider, TokenCache, TokenLocation, Validation,
 };
-use claimgate::routing::{Condition, HostTable, MatchRule, RequestView, Route, StringMatcher};
+use claimgate::routing::{
+    Action, Condition, HostTable, MatchRule, RequestView, Route, StringMatcher,
+};
 
 fn fixture(path: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -208,31 +210,40 @@ fn route_select(c: &mut Criterion) {
         let mut table = HostTable::default();
         table.add(
             "*",
-            (0..n).map(|i| Route {
-                name: format!("route-{i}").into(),
-                matches: vec![MatchRule {
-                    name: None,
-                    conditions: vec![
-                        Condition::Uri {
-                            matcher: StringMatcher::Prefix(format!("/svc-{i}/")),
-                            ignore_case: false,
-                        },
-                        Condition::Claim(
-                            ClaimPath::from_header_name("@request.auth.claims.groups")
-                                .unwrap()
-                                .unwrap(),
-                            StringMatcher::Exact("group1".into()),
-                        ),
-                    ],
-                }],
-                cluster: 0,
-                metrics: claimgate::metrics::RouteMetrics::new(&format!("route-{i}"), "c"),
+            (0..n).map(|i| {
+                Arc::new(Route {
+                    name: format!("route-{i}").into(),
+                    matches: vec![MatchRule {
+                        name: None,
+                        span: claimgate::routing::UriSpan::Prefix(6),
+                        conditions: vec![
+                            Condition::Uri {
+                                matcher: StringMatcher::Prefix(format!("/svc-{i}/")),
+                                ignore_case: false,
+                            },
+                            Condition::Claim(
+                                ClaimPath::from_header_name("@request.auth.claims.groups")
+                                    .unwrap()
+                                    .unwrap(),
+                                StringMatcher::Exact("group1".into()),
+                            ),
+                        ],
+                    }],
+                    action: Action::to_cluster(
+                        0,
+                        claimgate::metrics::RouteMetrics::new(&format!("route-{i}"), "c"),
+                    ),
+                    metrics: claimgate::metrics::RouteMetrics::new(&format!("route-{i}"), "-"),
+                    response_headers: Default::default(),
+                })
             }),
         );
         let path = format!("/svc-{}/items?x=1", n - 1);
         c.bench_function(&format!("route_select/{n}"), |b| {
             b.iter(|| {
                 let req = RequestView {
+                    scheme: "http",
+                    port: 80,
                     method: "GET",
                     path: black_box(&path),
                     authority: "api.example.com",
@@ -242,7 +253,7 @@ fn route_select(c: &mut Criterion) {
                         space_delimited: &[],
                     }),
                 };
-                table.select(&req).map(|r| r.cluster)
+                table.select(&req).map(|(r, _)| r.name.len())
             })
         });
     }

@@ -24,7 +24,7 @@ use crate::compile::{self, Shared};
 use crate::config::{self, Config, ConfigError};
 use crate::jwt::{parse, Authenticated, JwtError, KeySet, UnverifiedToken};
 use crate::proxy::{authz_request, listener_port, request_host, route_view, Rejection};
-use crate::routing::{Condition, RequestView, Route};
+use crate::routing::{Action, Condition, Forward, RequestView, Route, UriSpan};
 use crate::snapshot::Snapshot;
 
 /// What to explain.
@@ -274,7 +274,7 @@ impl Trace<'_> {
         }
 
         // Routing.
-        let view = route_view(req, &host, claims);
+        let view = route_view(req, &host, port, claims);
         let routes = virtual_host.map_or(&[][..], |(_, routes)| routes);
         if !routes.is_empty() {
             line!(self, "routes, in order:");
@@ -293,41 +293,129 @@ impl Trace<'_> {
             }
             self.route_miss(route, &view);
         }
-        let Some(route) = table.select(&view) else {
+        let Some((route, span)) = table.select(&view) else {
             line!(self, "route: none matched");
             line!(self, "answer: {}", answer(Rejection::NoRoute));
             return self.out;
         };
         line!(self, "route: {}", route.name);
 
-        // Destination.
-        let Some(cluster) = self.snap.clusters.get(route.cluster) else {
-            line!(self, "answer: {}", answer(Rejection::NoHealthyUpstream));
-            return self.out;
-        };
-        let endpoints: Vec<String> = cluster.endpoints.iter().map(|e| e.to_string()).collect();
-        line!(
-            self,
-            "destination: {} (endpoints, round robin: {})",
-            cluster.name,
-            if endpoints.is_empty() {
-                "none".to_string()
-            } else {
-                endpoints.join(", ")
+        match &route.action {
+            Action::Forward(forward) => self.forward(req, authn.as_ref(), route, forward, span),
+            Action::Redirect(redirect) => {
+                let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+                let host = req.headers.get(HOST).map_or(String::new(), |h| {
+                    String::from_utf8_lossy(h.as_bytes()).into_owned()
+                });
+                let location = redirect.location("http", &host, port, path);
+                line!(
+                    self,
+                    "answer: {} redirect by route {}, Location: {location}",
+                    redirect.code,
+                    route.name
+                );
             }
-        );
-        if endpoints.is_empty() {
-            line!(self, "answer: {}", answer(Rejection::NoHealthyUpstream));
-            return self.out;
+            Action::Direct(direct) => line!(
+                self,
+                "answer: {} direct response by route {} ({} byte body)",
+                direct.status,
+                route.name,
+                direct.body.len()
+            ),
         }
-        self.upstream_request(req, authn.as_ref());
+        self.out
+    }
+
+    /// The destination(s) of a forwarding route and the answer.
+    fn forward(
+        &mut self,
+        req: &RequestHeader,
+        authn: Option<&Authenticated>,
+        route: &Route,
+        forward: &Forward,
+        span: UriSpan,
+    ) {
+        let destinations = &forward.destinations;
+        if let Some(rewrite) = &forward.rewrite {
+            let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+            line!(
+                self,
+                "upstream request: path rewritten to {:?}",
+                shorten(&rewrite.apply(path, span))
+            );
+        }
+        if let Some(authority) = destinations.first().and_then(|d| d.authority.as_ref()) {
+            line!(
+                self,
+                "upstream request: Host: {}",
+                String::from_utf8_lossy(authority.as_bytes())
+            );
+        }
+        let clusters: Vec<_> = destinations
+            .iter()
+            .filter_map(|d| self.snap.clusters.get(d.cluster))
+            .collect();
+        if clusters.len() != destinations.len() {
+            line!(self, "answer: {}", answer(Rejection::NoHealthyUpstream));
+            return;
+        }
+        if let [cluster] = clusters.as_slice() {
+            let endpoints: Vec<String> = cluster.endpoints.iter().map(|e| e.to_string()).collect();
+            line!(
+                self,
+                "destination: {} (endpoints, round robin: {})",
+                cluster.name,
+                if endpoints.is_empty() {
+                    "none".to_string()
+                } else {
+                    endpoints.join(", ")
+                }
+            );
+            if endpoints.is_empty() {
+                line!(self, "answer: {}", answer(Rejection::NoHealthyUpstream));
+                return;
+            }
+            self.upstream_request(req, authn);
+            for (side, ops) in [
+                ("upstream request", &destinations[0].request_headers),
+                ("response", &destinations[0].response_headers),
+            ] {
+                if !ops.is_empty() {
+                    let ops: Vec<String> = ops.0.iter().map(|op| op.to_string()).collect();
+                    line!(self, "{side}: header operations: {}", ops.join(", "));
+                }
+            }
+            line!(
+                self,
+                "answer: 200 routed to {} by route {} (the status is the upstream's own; 503 if no endpoint can be reached)",
+                cluster.name,
+                route.name
+            );
+            return;
+        }
+        let shares = forward.shares();
+        let turn: usize = shares.iter().sum();
         line!(
             self,
-            "answer: 200 routed to {} by route {} (the status is the upstream's own; 503 if no endpoint can be reached)",
-            cluster.name,
+            "destinations, split by weight (exactly, in every {turn} requests):"
+        );
+        for ((d, cluster), share) in destinations.iter().zip(&clusters).zip(&shares) {
+            let endpoints: Vec<String> = cluster.endpoints.iter().map(|e| e.to_string()).collect();
+            line!(
+                self,
+                "  {} weight {}: {share} of {turn} (endpoints, round robin: {})",
+                cluster.name,
+                d.weight,
+                endpoints.join(", ")
+            );
+        }
+        self.upstream_request(req, authn);
+        line!(
+            self,
+            "answer: 200 routed to one of the {} destinations by route {} (the status is the upstream's own; 503 if no endpoint can be reached)",
+            destinations.len(),
             route.name
         );
-        self.out
     }
 
     /// The listening address for the URL's port: the one bound to the URL's
@@ -759,6 +847,12 @@ fn why(condition: &Condition, view: &RequestView<'_>) -> String {
             format!("{condition} did not match (path {path:?})")
         }
         Condition::Method(_) => format!("{condition} did not match (method {:?})", view.method),
+        Condition::Scheme(_) => format!("{condition} did not match (scheme {:?})", view.scheme),
+        Condition::Port(_) => format!("{condition} did not match (listener port {})", view.port),
+        Condition::QueryParam(name, _) => match crate::routing::query_param(view.path, name) {
+            None => format!("{condition} did not match (no {name} parameter)"),
+            Some(v) => format!("{condition} did not match (value {:?})", shorten(v)),
+        },
         Condition::Authority(_) => {
             format!("{condition} did not match (authority {:?})", view.authority)
         }

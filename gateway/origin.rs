@@ -29,16 +29,20 @@ impl Origin {
         if let (Some(jwks), "/jwks.json") = (&self.jwks, req.uri().path()) {
             return json(jwks.clone());
         }
-        let headers: serde_json::Map<String, serde_json::Value> = req
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into(),
-                )
-            })
-            .collect();
+        // A header sent several times reads as its values joined by `,`.
+        let mut headers = serde_json::Map::new();
+        for (k, v) in req.headers() {
+            let v = String::from_utf8_lossy(v.as_bytes());
+            match headers.get_mut(k.as_str()) {
+                Some(serde_json::Value::String(joined)) => {
+                    joined.push(',');
+                    joined.push_str(&v);
+                }
+                _ => {
+                    headers.insert(k.as_str().to_string(), v.into());
+                }
+            }
+        }
         let body = serde_json::json!({
             "origin": self.name,
             "method": req.method().as_str(),

@@ -13,18 +13,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use http::HeaderName;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
 
 use crate::authz::Authorizer;
 use crate::config::{
-    parse_duration, Config, ConfigError, ConfigErrors, GatewaySpec, HttpRoute, JwtRule, Resource,
-    ServiceEntrySpec, Source, StringMatch, VirtualServiceSpec,
+    parse_duration, Config, ConfigError, ConfigErrors, GatewaySpec, Headers, HttpBody,
+    HttpDirectResponse, HttpRedirect, HttpRewrite, HttpRoute, JwtRule, Resource, ServiceEntrySpec,
+    Source, StringMatch, VirtualServiceSpec,
 };
 use crate::jwks::{JwksConfig, JwksRegistry};
 use crate::jwt::authn::{KeyRefetch, Outputs};
 use crate::jwt::{Authenticator, KeySet, Provider, TokenCache, TokenLocation, Validation};
 use crate::metrics::RouteMetrics;
-use crate::routing::{ClaimPath, Condition, HostTable, MatchRule, Route, StringMatcher};
+use crate::routing::{
+    operation_name, operation_value, Action, ClaimPath, Condition, DirectResponse, Forward,
+    HeaderOp, HeaderOps, HostTable, MatchRule, PathRewrite, Redirect, RedirectPort, Route,
+    RouteDestination, StringMatcher, UriSpan, WeightedPicker,
+};
 use crate::snapshot::Snapshot;
 use crate::upstream::{Balance, Cluster, DnsTargets, HashOn, Outlier, Policy};
 
@@ -75,6 +81,9 @@ impl Shared {
         })
     }
 }
+
+/// Istio refuses a `directResponse` body over 1 MiB.
+const MAX_DIRECT_RESPONSE_BODY: usize = 1 << 20;
 
 /// The default `timeout` of a `jwksUri` fetch.
 const DEFAULT_JWKS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -662,7 +671,7 @@ impl Compiler {
                 "names no Gateway: a VirtualService without gateways applies to sidecars, not to this gateway",
             );
         }
-        let routes: Vec<Route> = vs
+        let routes: Vec<Arc<Route>> = vs
             .spec
             .http
             .iter()
@@ -711,7 +720,7 @@ impl Compiler {
         index: usize,
         route: &HttpRoute,
         services: &HashMap<String, Service<'_>>,
-    ) -> Option<Route> {
+    ) -> Option<Arc<Route>> {
         let path = format!("spec.http[{index}]");
         let before = self.errors.len();
         let mut matches = Vec::new();
@@ -740,6 +749,35 @@ impl Compiler {
             if let Some(authority) = &m.authority {
                 if let Some(matcher) = string(self, "authority", authority, false, false) {
                     conditions.push(Condition::Authority(matcher));
+                }
+            }
+            if let Some(scheme) = &m.scheme {
+                if let Some(matcher) = string(self, "scheme", scheme, false, false) {
+                    conditions.push(Condition::Scheme(matcher));
+                }
+            }
+            for (name, sm) in &m.query_params {
+                if name.is_empty() {
+                    self.error(
+                        &vs.source,
+                        format!("{at}.queryParams"),
+                        "a parameter name must not be empty",
+                    );
+                    continue;
+                }
+                if let Some(matcher) = string(self, &format!("queryParams.{name}"), sm, true, false)
+                {
+                    conditions.push(Condition::QueryParam(name.clone(), matcher));
+                }
+            }
+            if let Some(port) = m.port {
+                match u16::try_from(port) {
+                    Ok(port) if port > 0 => conditions.push(Condition::Port(port)),
+                    _ => self.error(
+                        &vs.source,
+                        format!("{at}.port"),
+                        format!("{port} is not a port (1 to 65535)"),
+                    ),
                 }
             }
             for (without, headers) in [(false, &m.headers), (true, &m.without_headers)] {
@@ -771,39 +809,24 @@ impl Compiler {
                     }
                 }
             }
+            // Istio's translation: a `prefix` uri is Envoy's prefix, `exact`
+            // its path, `regex` its safe_regex; no uri is the prefix `/`.
+            let span = match &m.uri {
+                Some(StringMatch {
+                    prefix: Some(p), ..
+                }) => UriSpan::Prefix(p.len()),
+                Some(StringMatch { exact: Some(_), .. } | StringMatch { regex: Some(_), .. }) => {
+                    UriSpan::Path
+                }
+                _ => UriSpan::Prefix(1),
+            };
             matches.push(MatchRule {
                 name: m.name.clone(),
                 conditions,
+                span,
             });
         }
 
-        let cluster = match route.route.as_slice() {
-            [] => {
-                self.error(
-                    &vs.source,
-                    format!("{path}.route"),
-                    "at least one destination is required",
-                );
-                None
-            }
-            [only] => self.cluster(
-                vs,
-                &format!("{path}.route[0].destination"),
-                &only.destination,
-                services,
-            ),
-            _ => {
-                self.error(
-                    &vs.source,
-                    format!("{path}.route"),
-                    "a weighted split across several destinations is not supported yet",
-                );
-                None
-            }
-        };
-        if self.errors.len() != before {
-            return None;
-        }
         let name = match &route.name {
             Some(n) => format!("{}/{}/{n}", vs.metadata.namespace, vs.metadata.name),
             None => format!(
@@ -811,14 +834,480 @@ impl Compiler {
                 vs.metadata.namespace, vs.metadata.name
             ),
         };
-        let cluster = cluster?;
-        let metrics = RouteMetrics::new(&name, &self.clusters[cluster].name);
-        Some(Route {
+        let headers = self.header_ops(vs, &format!("{path}.headers"), route.headers.as_ref());
+        let headers = headers.unwrap_or_default();
+        let action = match (&route.redirect, &route.direct_response) {
+            (Some(_), Some(_)) => {
+                self.error(
+                    &vs.source,
+                    &path,
+                    "set one of redirect and directResponse, not both",
+                );
+                None
+            }
+            (Some(redirect), None) => self.redirect(vs, &path, route, redirect),
+            (None, Some(direct)) => self.direct_response(vs, &path, route, direct),
+            (None, None) => self.forward(vs, &path, &name, route, &headers, services),
+        };
+        if self.errors.len() != before {
+            return None;
+        }
+        Some(Arc::new(Route {
+            metrics: RouteMetrics::new(&name, crate::metrics::NONE),
             name: name.into(),
             matches,
-            cluster,
-            metrics,
+            action: action?,
+            response_headers: headers.response(),
+        }))
+    }
+
+    /// A `headers` block: its operations, checked as Istio validates them
+    /// (a `host` or `:authority` in `request.set`/`add` is the authority
+    /// sent upstream, `set` winning over `add`).
+    fn header_ops(
+        &mut self,
+        vs: &Resource<VirtualServiceSpec>,
+        at: &str,
+        headers: Option<&Headers>,
+    ) -> Option<LevelOps> {
+        let headers = headers?;
+        let mut level = LevelOps::default();
+        for (side, ops) in [
+            ("request", &headers.request),
+            ("response", &headers.response),
+        ] {
+            let Some(ops) = ops else { continue };
+            let request = side == "request";
+            let mut remove = Vec::new();
+            for (i, name) in ops.remove.iter().enumerate() {
+                match operation_name(name) {
+                    Ok(h) => remove.push(h),
+                    Err(e) => self.error(&vs.source, format!("{at}.{side}.remove[{i}]"), e),
+                }
+            }
+            let mut set_add = Vec::new();
+            for (verb, map) in [("set", &ops.set), ("add", &ops.add)] {
+                for (name, value) in map {
+                    let field = format!("{at}.{side}.{verb}.{name}");
+                    let authority = name.eq_ignore_ascii_case("host")
+                        || name.eq_ignore_ascii_case(":authority");
+                    if authority && request {
+                        match authority_value(value) {
+                            // `set` is read before `add` and wins.
+                            Ok(v) => {
+                                level.authority.get_or_insert(v);
+                            }
+                            Err(e) => self.error(&vs.source, field, e),
+                        }
+                        continue;
+                    }
+                    match (operation_name(name), operation_value(value)) {
+                        (Ok(h), Ok(v)) if verb == "set" => set_add.push(HeaderOp::Set(h, v)),
+                        (Ok(h), Ok(v)) => set_add.push(HeaderOp::Add(h, v)),
+                        (Err(e), _) | (_, Err(e)) => self.error(&vs.source, field, e),
+                    }
+                }
+            }
+            if request {
+                level.request = (remove, set_add);
+            } else {
+                level.response = (remove, set_add);
+            }
+        }
+        Some(level)
+    }
+
+    /// Fields that only make sense for a route that forwards are refused
+    /// on one the gateway answers itself (`what`).
+    fn forward_only(
+        &mut self,
+        vs: &Resource<VirtualServiceSpec>,
+        path: &str,
+        route: &HttpRoute,
+        what: &str,
+    ) {
+        if !route.route.is_empty() {
+            self.error(
+                &vs.source,
+                format!("{path}.route"),
+                format!("a route with {what} has no destinations"),
+            );
+        }
+        if route.rewrite.is_some() {
+            self.error(
+                &vs.source,
+                format!("{path}.rewrite"),
+                format!("a route with {what} is not forwarded: nothing to rewrite"),
+            );
+        }
+        if route.headers.as_ref().is_some_and(|h| h.request.is_some()) {
+            self.error(
+                &vs.source,
+                format!("{path}.headers.request"),
+                format!("a route with {what} sends no request upstream"),
+            );
+        }
+    }
+
+    /// `redirect`, checked as Istio validates it.
+    fn redirect(
+        &mut self,
+        vs: &Resource<VirtualServiceSpec>,
+        path: &str,
+        route: &HttpRoute,
+        r: &HttpRedirect,
+    ) -> Option<Action> {
+        self.forward_only(vs, path, route, "redirect");
+        let at = format!("{path}.redirect");
+        let before = self.errors.len();
+        let scheme = match r.scheme.as_deref() {
+            None | Some("") => None,
+            Some("http") => Some("http"),
+            Some("https") => Some("https"),
+            Some(other) => {
+                self.error(
+                    &vs.source,
+                    format!("{at}.scheme"),
+                    format!("`{other}` is not a redirect scheme: http or https"),
+                );
+                None
+            }
+        };
+        let authority = match r.authority.as_deref().filter(|a| !a.is_empty()) {
+            Some(a) => match authority_value(a) {
+                Ok(_) => Some(a.to_string()),
+                Err(e) => {
+                    self.error(&vs.source, format!("{at}.authority"), e);
+                    None
+                }
+            },
+            None => None,
+        };
+        let port = match (r.port, r.derive_port.as_deref()) {
+            (Some(_), Some(_)) => {
+                self.error(&vs.source, &at, "set one of port and derivePort, not both");
+                None
+            }
+            (Some(p), None) => match u16::try_from(p) {
+                Ok(p) if p > 0 => Some(RedirectPort::Fixed(p)),
+                _ => {
+                    self.error(
+                        &vs.source,
+                        format!("{at}.port"),
+                        format!("{p} is not a port (1 to 65535)"),
+                    );
+                    None
+                }
+            },
+            (None, Some("FROM_REQUEST_PORT")) => Some(RedirectPort::FromRequest),
+            // Envoy's own behaviour: no port unless the host has one.
+            (None, Some("FROM_PROTOCOL_DEFAULT")) | (None, None) => None,
+            (None, Some(other)) => {
+                self.error(
+                    &vs.source,
+                    format!("{at}.derivePort"),
+                    format!("`{other}` is not FROM_PROTOCOL_DEFAULT or FROM_REQUEST_PORT"),
+                );
+                None
+            }
+        };
+        let uri = r.uri.as_deref().filter(|u| !u.is_empty());
+        if let Some(uri) = uri {
+            let with_slash = if uri.starts_with('/') {
+                uri.to_string()
+            } else {
+                format!("/{uri}")
+            };
+            if uri.contains('#') || with_slash.parse::<http::uri::PathAndQuery>().is_err() {
+                self.error(
+                    &vs.source,
+                    format!("{at}.uri"),
+                    format!("`{uri}` is not a path (and query)"),
+                );
+            }
+        }
+        let code = match r.redirect_code.unwrap_or(301) {
+            code @ (301 | 302 | 303 | 307 | 308) => code as u16,
+            0 => 301,
+            other => {
+                self.error(
+                    &vs.source,
+                    format!("{at}.redirectCode"),
+                    format!("{other} is not supported: 301, 302, 303, 307 or 308"),
+                );
+                301
+            }
+        };
+        if uri.is_none()
+            && authority.is_none()
+            && scheme.is_none()
+            && r.port.is_none()
+            && r.derive_port.is_none()
+            && self.errors.len() == before
+        {
+            self.error(
+                &vs.source,
+                &at,
+                "set at least one of uri, authority, scheme, port and derivePort",
+            );
+        }
+        (self.errors.len() == before).then(|| {
+            Action::Redirect(Redirect {
+                scheme,
+                authority,
+                port,
+                path: uri.map(str::to_string),
+                code,
+            })
         })
+    }
+
+    /// `directResponse`: a status from 200 to 599 and a body of at most 1 MiB.
+    fn direct_response(
+        &mut self,
+        vs: &Resource<VirtualServiceSpec>,
+        path: &str,
+        route: &HttpRoute,
+        d: &HttpDirectResponse,
+    ) -> Option<Action> {
+        self.forward_only(vs, path, route, "directResponse");
+        let at = format!("{path}.directResponse");
+        let before = self.errors.len();
+        let status = match u16::try_from(d.status) {
+            Ok(status) if (200..=599).contains(&status) => status,
+            _ => {
+                self.error(
+                    &vs.source,
+                    format!("{at}.status"),
+                    format!("{} is not in range 200-599", d.status),
+                );
+                200
+            }
+        };
+        let body = match &d.body {
+            None => Bytes::new(),
+            Some(HttpBody {
+                string: Some(_),
+                bytes: Some(_),
+            }) => {
+                self.error(
+                    &vs.source,
+                    format!("{at}.body"),
+                    "set one of string and bytes, not both",
+                );
+                Bytes::new()
+            }
+            Some(HttpBody {
+                string: Some(text), ..
+            }) => Bytes::from(text.clone()),
+            Some(HttpBody {
+                bytes: Some(b64), ..
+            }) => {
+                use base64::Engine;
+                match base64::engine::general_purpose::STANDARD.decode(b64.trim()) {
+                    Ok(bytes) => Bytes::from(bytes),
+                    Err(_) => {
+                        self.error(&vs.source, format!("{at}.body.bytes"), "not base64");
+                        Bytes::new()
+                    }
+                }
+            }
+            Some(_) => Bytes::new(),
+        };
+        if body.len() > MAX_DIRECT_RESPONSE_BODY {
+            self.error(
+                &vs.source,
+                format!("{at}.body"),
+                format!(
+                    "{} bytes: at most {MAX_DIRECT_RESPONSE_BODY} (1 MiB), as Istio allows",
+                    body.len()
+                ),
+            );
+        }
+        (self.errors.len() == before).then_some(Action::Direct(DirectResponse { status, body }))
+    }
+
+    /// `route[]`: each destination resolved to its cluster, with the
+    /// counters of (route, cluster), and the weighted split.
+    fn forward(
+        &mut self,
+        vs: &Resource<VirtualServiceSpec>,
+        path: &str,
+        name: &str,
+        route: &HttpRoute,
+        headers: &LevelOps,
+        services: &HashMap<String, Service<'_>>,
+    ) -> Option<Action> {
+        if route.route.is_empty() {
+            self.error(
+                &vs.source,
+                format!("{path}.route"),
+                "at least one destination is required",
+            );
+            return None;
+        }
+        let before = self.errors.len();
+        let only = route.route.len() == 1;
+        let mut destinations = Vec::new();
+        let mut weights = Vec::new();
+        for (k, d) in route.route.iter().enumerate() {
+            let at = format!("{path}.route[{k}]");
+            let weight = match d.weight {
+                None if only => 100,
+                None => 0,
+                Some(w) => match u32::try_from(w) {
+                    Ok(w) => u64::from(w),
+                    Err(_) => {
+                        self.error(
+                            &vs.source,
+                            format!("{at}.weight"),
+                            format!("{w} is not a weight (0 to {})", u32::MAX),
+                        );
+                        continue;
+                    }
+                },
+            };
+            if let Some(subset) = &d.destination.subset {
+                self.error(
+                    &vs.source,
+                    format!("{at}.destination.subset"),
+                    format!(
+                        "subset `{subset}` is not supported: subsets are defined by DestinationRules, which claimgate does not read yet"
+                    ),
+                );
+                continue;
+            }
+            let Some(cluster) =
+                self.cluster(vs, &format!("{at}.destination"), &d.destination, services)
+            else {
+                continue;
+            };
+            let own = self.header_ops(vs, &format!("{at}.headers"), d.headers.as_ref());
+            let own = own.unwrap_or_default();
+            // Istio drops a zero-weight destination when there are others.
+            if weight == 0 && !only {
+                continue;
+            }
+            // A single destination's operations join the route's (after
+            // them); a weighted destination's are applied before the
+            // route's (Envoy's weighted cluster). A route-level authority
+            // wins over a destination's.
+            let (request_headers, response_headers) = if only {
+                (
+                    HeaderOps::level(
+                        [headers.request.0.clone(), own.request.0.clone()].concat(),
+                        [headers.request.1.clone(), own.request.1.clone()].concat(),
+                    ),
+                    HeaderOps::level(
+                        [headers.response.0.clone(), own.response.0.clone()].concat(),
+                        [headers.response.1.clone(), own.response.1.clone()].concat(),
+                    ),
+                )
+            } else {
+                (
+                    own.request().then(&headers.request()),
+                    own.response().then(&headers.response()),
+                )
+            };
+            destinations.push(RouteDestination {
+                cluster,
+                weight,
+                metrics: RouteMetrics::new(name, &self.clusters[cluster].name),
+                authority: headers.authority.clone().or(own.authority),
+                request_headers,
+                response_headers,
+            });
+            weights.push(weight);
+        }
+        if self.errors.len() != before {
+            return None;
+        }
+        let Some(picker) = WeightedPicker::new(&weights) else {
+            self.error(
+                &vs.source,
+                format!("{path}.route"),
+                "the destinations' weights add up to 0: give at least one a positive weight",
+            );
+            return None;
+        };
+        let (rewrite, authority) = self.rewrite(vs, path, route.rewrite.as_ref())?;
+        if let Some(authority) = authority {
+            if headers.authority.is_some() {
+                self.error(
+                    &vs.source,
+                    format!("{path}.rewrite.authority"),
+                    "the authority is also set in headers.request: set it in one place",
+                );
+                return None;
+            }
+            for d in &mut destinations {
+                d.authority = Some(authority.clone());
+            }
+        }
+        let mut forward = Forward::new(destinations, picker);
+        forward.rewrite = rewrite;
+        Some(Action::Forward(forward))
+    }
+
+    /// `rewrite`: the path rewrite and the authority, checked.
+    fn rewrite(
+        &mut self,
+        vs: &Resource<VirtualServiceSpec>,
+        path: &str,
+        rewrite: Option<&HttpRewrite>,
+    ) -> Option<(Option<PathRewrite>, Option<HeaderValue>)> {
+        let Some(rewrite) = rewrite else {
+            return Some((None, None));
+        };
+        let at = format!("{path}.rewrite");
+        let before = self.errors.len();
+        let uri = rewrite.uri.as_deref().filter(|u| !u.is_empty());
+        let path_rewrite = match (uri, &rewrite.uri_regex_rewrite) {
+            (Some(_), Some(_)) => {
+                self.error(
+                    &vs.source,
+                    &at,
+                    "set one of uri and uriRegexRewrite, not both",
+                );
+                None
+            }
+            (Some(uri), None) => PathRewrite::prefix(uri)
+                .map_err(|e| self.error(&vs.source, format!("{at}.uri"), e))
+                .ok(),
+            (None, Some(r)) => {
+                if r.pattern.is_empty() || r.rewrite.is_empty() {
+                    self.error(
+                        &vs.source,
+                        format!("{at}.uriRegexRewrite"),
+                        "both match and rewrite are required",
+                    );
+                    None
+                } else {
+                    PathRewrite::regex(&r.pattern, &r.rewrite)
+                        .map_err(|e| self.error(&vs.source, format!("{at}.uriRegexRewrite"), e))
+                        .ok()
+                }
+            }
+            (None, None) => None,
+        };
+        let authority = match rewrite.authority.as_deref().filter(|a| !a.is_empty()) {
+            Some(a) => match authority_value(a) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    self.error(&vs.source, format!("{at}.authority"), e);
+                    None
+                }
+            },
+            None => None,
+        };
+        if path_rewrite.is_none() && authority.is_none() && self.errors.len() == before {
+            self.error(
+                &vs.source,
+                &at,
+                "set at least one of uri, uriRegexRewrite and authority",
+            );
+        }
+        (self.errors.len() == before).then_some((path_rewrite, authority))
     }
 
     /// Resolves a destination to a cluster, creating it on first use.
@@ -1097,6 +1586,36 @@ fn output_header(name: &str) -> Result<HeaderName, String> {
         return Err(format!("`{name}` cannot be written from a token"));
     }
     Ok(header)
+}
+
+/// The header operations of one level (a route or a destination):
+/// (removals, sets then adds) for the request and for the response, and
+/// the authority a request `set`/`add` of `host` gives.
+#[derive(Debug, Clone, Default)]
+struct LevelOps {
+    request: (Vec<HeaderName>, Vec<HeaderOp>),
+    response: (Vec<HeaderName>, Vec<HeaderOp>),
+    authority: Option<HeaderValue>,
+}
+
+impl LevelOps {
+    fn request(&self) -> HeaderOps {
+        HeaderOps::level(self.request.0.clone(), self.request.1.clone())
+    }
+
+    fn response(&self) -> HeaderOps {
+        HeaderOps::level(self.response.0.clone(), self.response.1.clone())
+    }
+}
+
+/// An authority sent as `Host`: `host` or `host:port`, nothing else.
+fn authority_value(authority: &str) -> Result<HeaderValue, String> {
+    authority
+        .parse::<http::uri::Authority>()
+        .ok()
+        .filter(|a| !a.as_str().contains('@'))
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        .ok_or_else(|| format!("`{authority}` is not an authority (host or host:port)"))
 }
 
 fn cluster_key(cluster: &Cluster) -> ClusterKey {

@@ -86,7 +86,7 @@ pub struct VirtualServiceSpec {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpRoute {
     #[serde(default)]
     pub name: Option<String>,
@@ -94,6 +94,99 @@ pub struct HttpRoute {
     pub matches: Vec<HttpMatchRequest>,
     #[serde(default)]
     pub route: Vec<HttpRouteDestination>,
+    #[serde(default)]
+    pub rewrite: Option<HttpRewrite>,
+    #[serde(default)]
+    pub headers: Option<Headers>,
+    #[serde(default)]
+    pub redirect: Option<HttpRedirect>,
+    #[serde(default)]
+    pub direct_response: Option<HttpDirectResponse>,
+}
+
+/// Istio's `Headers`: operations on the request sent upstream and on the
+/// response sent to the client.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Headers {
+    #[serde(default)]
+    pub request: Option<HeaderOperations>,
+    #[serde(default)]
+    pub response: Option<HeaderOperations>,
+}
+
+/// Istio's `Headers.HeaderOperations` (maps read in name order, as Istio
+/// sorts them).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderOperations {
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// Istio's `HTTPRedirect`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpRedirect {
+    #[serde(default)]
+    pub uri: Option<String>,
+    #[serde(default)]
+    pub authority: Option<String>,
+    #[serde(default)]
+    pub port: Option<u32>,
+    /// `FROM_PROTOCOL_DEFAULT` or `FROM_REQUEST_PORT`.
+    #[serde(default)]
+    pub derive_port: Option<String>,
+    #[serde(default)]
+    pub scheme: Option<String>,
+    /// Default 301.
+    #[serde(default)]
+    pub redirect_code: Option<u32>,
+}
+
+/// Istio's `HTTPDirectResponse`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpDirectResponse {
+    pub status: u32,
+    #[serde(default)]
+    pub body: Option<HttpBody>,
+}
+
+/// Istio's `HTTPBody`: one of `string` and `bytes` (base64).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpBody {
+    #[serde(default)]
+    pub string: Option<String>,
+    #[serde(default)]
+    pub bytes: Option<String>,
+}
+
+/// Istio's `HTTPRewrite`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpRewrite {
+    #[serde(default)]
+    pub uri: Option<String>,
+    #[serde(default)]
+    pub uri_regex_rewrite: Option<RegexRewrite>,
+    #[serde(default)]
+    pub authority: Option<String>,
+}
+
+/// Istio's `RegexRewrite`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegexRewrite {
+    #[serde(default, rename = "match")]
+    pub pattern: String,
+    #[serde(default)]
+    pub rewrite: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -115,6 +208,16 @@ pub struct HttpMatchRequest {
     pub without_headers: BTreeMap<String, StringMatch>,
     #[serde(default)]
     pub ignore_uri_case: bool,
+    /// Matched against the request's scheme (`http` on a plain listener).
+    #[serde(default)]
+    pub scheme: Option<StringMatch>,
+    /// Query parameter name -> match on its first value, as sent (not
+    /// percent-decoded); `{}` or `regex: "*"`: present.
+    #[serde(default)]
+    pub query_params: BTreeMap<String, StringMatch>,
+    /// The listener port the request arrived on.
+    #[serde(default)]
+    pub port: Option<u32>,
 }
 
 /// Istio's `StringMatch`: a oneof of `exact`, `prefix`, `regex`. The empty
@@ -134,14 +237,22 @@ pub struct StringMatch {
 #[serde(deny_unknown_fields)]
 pub struct HttpRouteDestination {
     pub destination: Destination,
+    /// Relative share of the route's requests (Istio: `int32`, at least 0).
+    /// Omitted: 0, except for a route's only destination, which takes all.
     #[serde(default)]
-    pub weight: Option<u32>,
+    pub weight: Option<i64>,
+    #[serde(default)]
+    pub headers: Option<Headers>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Destination {
     pub host: String,
+    /// Read so that it can be refused with a reason: subsets are defined by
+    /// DestinationRules, which claimgate does not read yet.
+    #[serde(default)]
+    pub subset: Option<String>,
     #[serde(default)]
     pub port: Option<PortSelector>,
 }

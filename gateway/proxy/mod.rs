@@ -14,6 +14,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -26,7 +27,10 @@ use crate::authz::{remote_ip, AuthzRequest, Decision};
 use crate::jwt::authn::{strip_cookie, strip_query_param, Outcome};
 use crate::jwt::{Authenticated, TokenLocation};
 use crate::metrics::RouteMetrics;
-use crate::routing::{host_without_port, ClaimView, RequestView};
+use crate::routing::{
+    host_without_port, Action, ClaimView, DirectResponse, HeaderOps, Redirect, RequestView, Route,
+    UriSpan,
+};
 use crate::snapshot::Snapshot;
 use crate::upstream::{Balance, Endpoint, HashOn, Outcome as Ended};
 
@@ -71,10 +75,12 @@ pub struct RequestCtx {
     decision: Option<Decision>,
     /// Index of the chosen cluster.
     cluster: Option<usize>,
-    /// The route that matched, for logs.
-    route: Option<Arc<str>>,
-    /// Its counters; `None` until a route matched.
-    route_metrics: Option<Arc<RouteMetrics>>,
+    /// The route that matched.
+    route: Option<Arc<Route>>,
+    /// The destination of that route the request goes to, by index.
+    destination: Option<usize>,
+    /// What the route's match entry matched of the path (for a rewrite).
+    span: UriSpan,
     rejection: Option<Rejection>,
     /// What the token came to, when there was one.
     jwt: Option<Outcome>,
@@ -174,13 +180,16 @@ pub fn authz_request<'r>(
     }
 }
 
-/// What routes read of a request.
+/// What routes read of a request that arrived on listener `port`.
 pub fn route_view<'r>(
     req: &'r RequestHeader,
     host: &'r str,
+    port: u16,
     claims: Option<ClaimView<'r>>,
 ) -> RequestView<'r> {
     RequestView {
+        scheme: "http",
+        port,
         method: req.method.as_str(),
         path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
         authority: host,
@@ -230,6 +239,37 @@ pub fn listener_port(listener: &str) -> u16 {
         .map_or(0, |a| a.port())
 }
 
+/// The response header operations of the route a request matched: its
+/// destination's (route and destination levels), or the route's own.
+fn response_headers(ctx: &RequestCtx) -> Option<&HeaderOps> {
+    let route = ctx.route.as_deref()?;
+    let ops = match &route.action {
+        Action::Forward(f) => {
+            &ctx.destination
+                .and_then(|i| f.destinations.get(i))?
+                .response_headers
+        }
+        Action::Redirect(_) | Action::Direct(_) => &route.response_headers,
+    };
+    (!ops.is_empty()).then_some(ops)
+}
+
+/// The counters a request is recorded in: its route's, for the cluster it
+/// was sent to, or the unrouted ones.
+fn route_metrics(ctx: &RequestCtx) -> &RouteMetrics {
+    let Some(route) = ctx.route.as_deref() else {
+        return RouteMetrics::unrouted();
+    };
+    let chosen = match &route.action {
+        Action::Forward(f) => ctx.destination.and_then(|i| f.destinations.get(i)),
+        Action::Redirect(_) | Action::Direct(_) => None,
+    };
+    match chosen {
+        Some(destination) => &destination.metrics,
+        None => &route.metrics,
+    }
+}
+
 impl Gateway {
     fn log_access(&self, session: &Session, ctx: &RequestCtx, status: u16, seconds: f64) {
         let req = session.req_header();
@@ -254,7 +294,7 @@ impl Gateway {
             host: authority(req),
             path: &path,
             status,
-            route: ctx.route.as_deref(),
+            route: ctx.route.as_ref().map(|r| &*r.name),
             cluster: cluster.map(|c| &*c.name),
             upstream: ctx.upstream.map(|a| a.to_string()),
             duration_seconds: seconds,
@@ -281,6 +321,24 @@ impl Gateway {
             format!("http://{}{}", authority(req), req.uri.path())
         };
         let (header, body) = rejection.response(&realm)?;
+        self.answer(session, ctx, header, body).await
+    }
+
+    /// Writes an answer of the gateway's own (a rejection, a redirect, a
+    /// direct response): every such answer goes out here.
+    async fn answer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        mut header: Box<ResponseHeader>,
+        body: Bytes,
+    ) -> Result<bool> {
+        // Envoy applies a route's response operations to the answers it
+        // gives for the route too (redirects, direct responses, upstream
+        // failures); not to refusals before a route was chosen.
+        if let Some(ops) = response_headers(ctx) {
+            ops.apply_response(&mut header)?;
+        }
         session
             .write_response_header(header, body.is_empty())
             .await?;
@@ -288,6 +346,41 @@ impl Gateway {
             session.write_response_body(Some(body), true).await?;
         }
         Ok(true)
+    }
+
+    /// A route's `redirect`.
+    async fn redirect(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        redirect: &Redirect,
+    ) -> Result<bool> {
+        let location = {
+            let req = session.req_header();
+            let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+            redirect.location("http", authority(req), self.port, path)
+        };
+        let mut header = ResponseHeader::build(redirect.code, Some(2))?;
+        header.insert_header(http::header::LOCATION, location)?;
+        header.insert_header(http::header::CONTENT_LENGTH, "0")?;
+        self.answer(session, ctx, Box::new(header), Bytes::new())
+            .await
+    }
+
+    /// A route's `directResponse`: its body is `text/plain`, as Envoy's.
+    async fn direct_response(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        direct: &DirectResponse,
+    ) -> Result<bool> {
+        let mut header = ResponseHeader::build(direct.status, Some(2))?;
+        header.insert_header(http::header::CONTENT_LENGTH, direct.body.len().to_string())?;
+        if !direct.body.is_empty() {
+            header.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
+        }
+        self.answer(session, ctx, Box::new(header), direct.body.clone())
+            .await
     }
 }
 
@@ -303,7 +396,8 @@ impl ProxyHttp for Gateway {
             decision: None,
             cluster: None,
             route: None,
-            route_metrics: None,
+            destination: None,
+            span: UriSpan::Prefix(1),
             rejection: None,
             jwt: None,
             started: Instant::now(),
@@ -358,21 +452,27 @@ impl ProxyHttp for Gateway {
             }
         }
 
-        let view = route_view(req, &host, claims);
+        let view = route_view(req, &host, self.port, claims);
         let route = ctx
             .snap
             .listeners
             .get(&self.listener)
             .and_then(|table| table.select(&view))
-            .map(|r| (r.cluster, r.name.clone(), r.metrics.clone()));
-        match route {
-            Some((cluster, name, metrics)) => {
-                ctx.cluster = Some(cluster);
-                ctx.route = Some(name);
-                ctx.route_metrics = Some(metrics);
+            .map(|(route, span)| (route.clone(), span));
+        let Some((route, span)) = route else {
+            return self.reject(session, ctx, Rejection::NoRoute).await;
+        };
+        ctx.span = span;
+        ctx.route = Some(route.clone());
+        match &route.action {
+            Action::Forward(forward) => {
+                let pick = forward.pick_index();
+                ctx.destination = Some(pick);
+                ctx.cluster = forward.destinations.get(pick).map(|d| d.cluster);
                 Ok(false)
             }
-            None => self.reject(session, ctx, Rejection::NoRoute).await,
+            Action::Redirect(redirect) => self.redirect(session, ctx, redirect).await,
+            Action::Direct(direct) => self.direct_response(session, ctx, direct).await,
         }
     }
 
@@ -422,20 +522,54 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_sent = Some(Instant::now());
+        let forward = match ctx.route.as_deref().map(|r| &r.action) {
+            Some(Action::Forward(forward)) => Some(forward),
+            _ => None,
+        };
+        let destination = forward.and_then(|f| ctx.destination.and_then(|i| f.destinations.get(i)));
+        if let Some(rewrite) = forward.and_then(|f| f.rewrite.as_ref()) {
+            let path = upstream.uri.path_and_query().map_or("/", |p| p.as_str());
+            let uri = rewrite.apply(path, ctx.span).parse().map_err(|_| {
+                Error::explain(ErrorType::InternalError, "the rewritten path is not a URI")
+            })?;
+            upstream.set_uri(uri);
+        }
+        if let Some(authority) = destination.and_then(|d| d.authority.clone()) {
+            upstream.insert_header(http::header::HOST, authority)?;
+        }
         let authn = &ctx.snap.authn;
         // Headers the gateway writes from tokens are never taken from clients.
         for name in authn.output_headers() {
             upstream.remove_header(name);
         }
-        let Some(verified) = &ctx.authn else {
-            return Ok(());
-        };
-        let downstream = session.req_header();
-        for (name, value) in authn.outputs(verified, &downstream.headers, downstream.uri.query()) {
-            upstream.insert_header(name, value)?;
+        if let Some(verified) = &ctx.authn {
+            let downstream = session.req_header();
+            for (name, value) in
+                authn.outputs(verified, &downstream.headers, downstream.uri.query())
+            {
+                upstream.insert_header(name, value)?;
+            }
+            if !authn.providers()[verified.provider].forward_original_token {
+                strip_token(upstream, &authn.locations()[verified.location])?;
+            }
         }
-        if !authn.providers()[verified.provider].forward_original_token {
-            strip_token(upstream, &authn.locations()[verified.location])?;
+        // The route's operations come last, as Envoy's router applies them
+        // after the JWT filter has written its headers.
+        if let Some(d) = destination {
+            d.request_headers.apply_request(upstream)?;
+        }
+        Ok(())
+    }
+
+    /// The route's response header operations, on the upstream's answer.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(ops) = response_headers(ctx) {
+            ops.apply_response(response)?;
         }
         Ok(())
     }
@@ -465,10 +599,7 @@ impl ProxyHttp for Gateway {
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let seconds = ctx.started.elapsed().as_secs_f64();
-        ctx.route_metrics
-            .as_deref()
-            .unwrap_or(RouteMetrics::unrouted())
-            .record(status, seconds);
+        route_metrics(ctx).record(status, seconds);
         if let Some(outcome) = ctx.jwt {
             ctx.snap.authn.record(outcome);
         }

@@ -43,6 +43,14 @@ impl StringMatcher {
                 s.clone()
             }
         };
+        // Istio reads `regex: "*"` (not a regex) as "present".
+        if allow_present
+            && m.exact.is_none()
+            && m.prefix.is_none()
+            && m.regex.as_deref() == Some("*")
+        {
+            return Ok(StringMatcher::Present);
+        }
         Ok(match (&m.exact, &m.prefix, &m.regex) {
             (Some(e), _, _) => StringMatcher::Exact(fold(e)),
             (_, Some(p), _) => StringMatcher::Prefix(fold(p)),
@@ -137,6 +145,16 @@ mod tests {
             StringMatcher::compile(&sm(None, None, None), true, false),
             Ok(StringMatcher::Present)
         ));
+    }
+
+    #[test]
+    fn a_star_regex_means_present_where_presence_is_allowed() {
+        let star = sm(None, None, Some("*"));
+        assert!(matches!(
+            StringMatcher::compile(&star, true, false),
+            Ok(StringMatcher::Present)
+        ));
+        assert!(StringMatcher::compile(&star, false, false).is_err());
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! The route table one listener serves: virtual hosts by `Host`, and in each
 //! the ordered HTTP routes whose first match wins.
 
+mod headers;
+mod local;
 mod matchers;
+mod rewrite;
+mod weighted;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -10,12 +14,20 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName};
 
 pub use crate::jwt::claims::{ClaimPath, ClaimView, CLAIM_PREFIX};
+pub use headers::{operation_name, operation_value, HeaderOp, HeaderOps};
+pub use local::{DirectResponse, Redirect, RedirectPort};
 pub use matchers::StringMatcher;
+pub use rewrite::{PathRewrite, UriSpan};
+pub use weighted::WeightedPicker;
 
 use crate::metrics::RouteMetrics;
 
 /// What a route looks at in a request.
 pub struct RequestView<'r> {
+    /// `http` (listeners serve plain HTTP).
+    pub scheme: &'r str,
+    /// The port of the listener the request arrived on.
+    pub port: u16,
     pub method: &'r str,
     /// Path and query, as received.
     pub path: &'r str,
@@ -35,6 +47,11 @@ pub enum Condition {
     },
     Method(StringMatcher),
     Authority(StringMatcher),
+    Scheme(StringMatcher),
+    /// The listener port.
+    Port(u16),
+    /// The first value of a query parameter, as sent.
+    QueryParam(String, StringMatcher),
     Header(HeaderName, StringMatcher),
     WithoutHeader(HeaderName, StringMatcher),
     Claim(ClaimPath, StringMatcher),
@@ -58,6 +75,11 @@ impl Condition {
             }
             Condition::Method(m) => m.matches(req.method),
             Condition::Authority(m) => m.matches(req.authority),
+            Condition::Scheme(m) => m.matches(req.scheme),
+            Condition::Port(port) => req.port == *port,
+            Condition::QueryParam(name, m) => {
+                query_param(req.path, name).is_some_and(|v| m.matches(v))
+            }
             Condition::Header(name, m) => header_matches(req.headers, name, m),
             Condition::WithoutHeader(name, m) => !header_matches(req.headers, name, m),
             Condition::Claim(path, m) => req
@@ -87,12 +109,29 @@ impl fmt::Display for Condition {
             }
             Condition::Method(m) => write!(f, "method: {m}"),
             Condition::Authority(m) => write!(f, "authority: {m}"),
+            Condition::Scheme(m) => write!(f, "scheme: {m}"),
+            Condition::Port(port) => write!(f, "port: {port}"),
+            Condition::QueryParam(name, m) => write!(f, "query parameter {name}: {m}"),
             Condition::Header(name, m) => write!(f, "header {name}: {m}"),
             Condition::WithoutHeader(name, m) => write!(f, "without header {name}: {m}"),
             Condition::Claim(path, m) => write!(f, "{path}: {m}"),
             Condition::WithoutClaim(path, m) => write!(f, "without {path}: {m}"),
         }
     }
+}
+
+/// The first value of query parameter `name` in `path` (`?a=1&b`: `a` is
+/// `1`, `b` is empty), as sent: Envoy's route matching neither
+/// percent-decodes nor reads `+` as a space.
+pub fn query_param<'p>(path: &'p str, name: &str) -> Option<&'p str> {
+    let (_, query) = path.split_once('?')?;
+    query
+        .split('&')
+        .find_map(|pair| match pair.split_once('=') {
+            Some((key, value)) if key == name => Some(value),
+            None if pair == name => Some(""),
+            _ => None,
+        })
 }
 
 /// Envoy sees a header sent several times as one value joined by `,`.
@@ -113,10 +152,22 @@ fn header_matches(headers: &HeaderMap, name: &HeaderName, m: &StringMatcher) -> 
 }
 
 /// One `match` entry: all of its conditions hold.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct MatchRule {
     pub name: Option<String>,
     pub conditions: Vec<Condition>,
+    /// What a prefix rewrite replaces when this entry matched.
+    pub span: UriSpan,
+}
+
+impl Default for MatchRule {
+    fn default() -> Self {
+        MatchRule {
+            name: None,
+            conditions: Vec::new(),
+            span: UriSpan::Prefix(1),
+        }
+    }
 }
 
 impl MatchRule {
@@ -132,23 +183,110 @@ impl MatchRule {
 }
 
 /// An HTTP route: any of its `match` entries (none: every request), and
-/// the cluster it sends to.
-#[derive(Debug, Clone)]
+/// what the gateway does with a request it matches.
+#[derive(Debug)]
 pub struct Route {
     /// `<namespace>/<virtualservice>/<name>`, or `.../http[<index>]` for an
     /// unnamed route: bounded, from config.
     pub name: Arc<str>,
     pub matches: Vec<MatchRule>,
-    /// Index into the snapshot's clusters.
-    pub cluster: usize,
-    /// This route's request counters and duration histogram.
+    pub action: Action,
+    /// The counters of requests the route answers itself (cluster `(none)`).
     pub metrics: Arc<RouteMetrics>,
+    /// `headers.response` of the route, for the answers it gives itself.
+    pub response_headers: HeaderOps,
 }
 
 impl Route {
     pub fn matches(&self, req: &RequestView<'_>) -> bool {
-        self.matches.is_empty() || self.matches.iter().any(|m| m.matches(req))
+        self.matching(req).is_some()
     }
+
+    /// What the first matching entry matched of the path (Envoy's prefix
+    /// `/` for a route without entries); `None` when no entry matches.
+    pub fn matching(&self, req: &RequestView<'_>) -> Option<UriSpan> {
+        if self.matches.is_empty() {
+            return Some(UriSpan::Prefix(1));
+        }
+        self.matches.iter().find(|m| m.matches(req)).map(|m| m.span)
+    }
+}
+
+/// What a route does with the requests it matches.
+#[derive(Debug)]
+pub enum Action {
+    /// Proxy to one of the destinations.
+    Forward(Forward),
+    /// Answer with a redirect.
+    Redirect(Redirect),
+    /// Answer with a fixed status and body.
+    Direct(DirectResponse),
+}
+
+impl Action {
+    /// Every request to one cluster, counted in `metrics`.
+    pub fn to_cluster(cluster: usize, metrics: Arc<RouteMetrics>) -> Action {
+        let destination = RouteDestination {
+            cluster,
+            weight: 100,
+            metrics,
+            authority: None,
+            request_headers: HeaderOps::default(),
+            response_headers: HeaderOps::default(),
+        };
+        let picker = WeightedPicker::new(&[100]).unwrap_or_else(|| unreachable!());
+        Action::Forward(Forward::new(vec![destination], picker))
+    }
+}
+
+/// `route[]`: the destinations and how requests are split across them,
+/// and what is changed in the request on the way.
+#[derive(Debug)]
+pub struct Forward {
+    pub destinations: Vec<RouteDestination>,
+    picker: WeightedPicker,
+    /// `rewrite.uri` or `rewrite.uriRegexRewrite`.
+    pub rewrite: Option<PathRewrite>,
+}
+
+impl Forward {
+    /// `destinations` with a picker over their weights.
+    pub fn new(destinations: Vec<RouteDestination>, picker: WeightedPicker) -> Forward {
+        Forward {
+            destinations,
+            picker,
+            rewrite: None,
+        }
+    }
+
+    /// The index of the destination for the next request, by the weighted
+    /// split (always in `destinations`).
+    pub fn pick_index(&self) -> usize {
+        self.picker.pick()
+    }
+
+    /// Requests per full turn of the split, by destination.
+    pub fn shares(&self) -> Vec<usize> {
+        self.picker.shares(self.destinations.len())
+    }
+}
+
+/// One `route[]` entry.
+#[derive(Debug)]
+pub struct RouteDestination {
+    /// Index into the snapshot's clusters.
+    pub cluster: usize,
+    /// As configured (0 for a weight left out).
+    pub weight: u64,
+    /// The requests counters and duration histogram of (route, this cluster).
+    pub metrics: Arc<RouteMetrics>,
+    /// The `Host` sent upstream instead of the client's (`rewrite.authority`,
+    /// or a `host` in `headers.request`).
+    pub authority: Option<http::HeaderValue>,
+    /// `headers.request` of the route and this destination, in Envoy's order.
+    pub request_headers: HeaderOps,
+    /// `headers.response` of the route and this destination, in Envoy's order.
+    pub response_headers: HeaderOps,
 }
 
 /// The host pattern of a virtual host.
@@ -175,16 +313,16 @@ impl fmt::Display for VirtualHost<'_> {
 /// The virtual hosts of one listener.
 #[derive(Debug, Default, Clone)]
 pub struct HostTable {
-    exact: HashMap<String, Vec<Route>>,
+    exact: HashMap<String, Vec<Arc<Route>>>,
     /// `*.example.com` as (`.example.com`, routes), longest suffix first.
-    suffixes: Vec<(String, Vec<Route>)>,
-    any: Option<Vec<Route>>,
+    suffixes: Vec<(String, Vec<Arc<Route>>)>,
+    any: Option<Vec<Arc<Route>>>,
 }
 
 impl HostTable {
     /// Adds routes under a host pattern (`*`, `*.example.com` or exact), after
     /// any routes the pattern already has.
-    pub fn add(&mut self, host: &str, routes: impl IntoIterator<Item = Route>) {
+    pub fn add(&mut self, host: &str, routes: impl IntoIterator<Item = Arc<Route>>) {
         let host = host.to_ascii_lowercase();
         let list = if host == "*" {
             self.any.get_or_insert_with(Vec::new)
@@ -210,13 +348,13 @@ impl HostTable {
 
     /// The routes of the most specific virtual host for `host` (lower case,
     /// without port): exact, then the longest wildcard suffix, then `*`.
-    pub fn routes_for(&self, host: &str) -> &[Route] {
+    pub fn routes_for(&self, host: &str) -> &[Arc<Route>] {
         self.virtual_host(host).map_or(&[], |(_, routes)| routes)
     }
 
     /// `routes_for`, saying which host pattern was chosen; `None` when no
     /// virtual host serves `host`.
-    pub fn virtual_host(&self, host: &str) -> Option<(VirtualHost<'_>, &[Route])> {
+    pub fn virtual_host(&self, host: &str) -> Option<(VirtualHost<'_>, &[Arc<Route>])> {
         if let Some((exact, routes)) = self.exact.get_key_value(host) {
             return Some((VirtualHost::Exact(exact), routes));
         }
@@ -230,14 +368,15 @@ impl HostTable {
         self.any.as_deref().map(|routes| (VirtualHost::Any, routes))
     }
 
-    /// The first route that matches.
-    pub fn select(&self, req: &RequestView<'_>) -> Option<&Route> {
+    /// The first route that matches, and what its matching entry matched
+    /// of the path.
+    pub fn select(&self, req: &RequestView<'_>) -> Option<(&Arc<Route>, UriSpan)> {
         self.routes_for(req.authority)
             .iter()
-            .find(|r| r.matches(req))
+            .find_map(|r| r.matching(req).map(|span| (r, span)))
     }
 
-    pub fn hosts(&self) -> impl Iterator<Item = (&str, &[Route])> {
+    pub fn hosts(&self) -> impl Iterator<Item = (&str, &[Arc<Route>])> {
         self.exact
             .iter()
             .map(|(h, r)| (h.as_str(), r.as_slice()))
@@ -265,13 +404,14 @@ pub fn host_without_port(authority: &str) -> &str {
 mod tests {
     use super::*;
 
-    fn route(name: &str) -> Route {
-        Route {
+    fn route(name: &str) -> Arc<Route> {
+        Arc::new(Route {
             name: name.into(),
             matches: Vec::new(),
-            cluster: 0,
-            metrics: RouteMetrics::new(name, "c"),
-        }
+            action: Action::to_cluster(0, RouteMetrics::new(name, "c")),
+            metrics: RouteMetrics::new(name, crate::metrics::NONE),
+            response_headers: HeaderOps::default(),
+        })
     }
 
     #[test]
@@ -313,6 +453,7 @@ mod tests {
         let claim = |name: &str| ClaimPath::from_header_name(name).unwrap().unwrap();
         let rule = MatchRule {
             name: None,
+            span: UriSpan::Prefix(8),
             conditions: vec![
                 Condition::Uri {
                     matcher: StringMatcher::Prefix("/headers".into()),
@@ -326,6 +467,8 @@ mod tests {
         };
         let headers = HeaderMap::new();
         let mut req = RequestView {
+            scheme: "http",
+            port: 80,
             method: "GET",
             path: "/headers",
             authority: "h",
@@ -418,6 +561,8 @@ mod tests {
         };
         let headers = HeaderMap::new();
         let req = RequestView {
+            scheme: "http",
+            port: 80,
             method: "GET",
             path: "/headers?access_token=x",
             authority: "h",
@@ -425,6 +570,17 @@ mod tests {
             claims: None,
         };
         assert!(c.holds(&req));
+    }
+
+    #[test]
+    fn query_parameters_are_read_as_sent_first_value_first() {
+        assert_eq!(query_param("/a?x=1&v=2&v=3", "v"), Some("2"));
+        assert_eq!(query_param("/a?flag&v=", "flag"), Some(""));
+        assert_eq!(query_param("/a?flag&v=", "v"), Some(""));
+        assert_eq!(query_param("/a?v=a%20b", "v"), Some("a%20b"));
+        assert_eq!(query_param("/a?vv=1", "v"), None);
+        assert_eq!(query_param("/a", "v"), None);
+        assert_eq!(query_param("/a?=1", ""), Some("1"));
     }
 
     #[test]

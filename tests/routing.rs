@@ -1,0 +1,605 @@
+//! VirtualService traffic features through the real binary, against
+//! in-test origins: weighted splits, matches, rewrites, redirects and
+//! direct responses, header operations, timeouts and retries, CORS, and how
+//! several VirtualServices on one host merge.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use support::*;
+
+/// The ServiceEntry documents for `origins` (name, address): each is host
+/// `<name>.foo.svc.cluster.local`, port 8000.
+fn service_entries(origins: &[(&str, SocketAddr)]) -> String {
+    origins
+        .iter()
+        .map(|(name, addr)| {
+            service_entry_yaml(name, &format!("{name}.foo.svc.cluster.local"), *addr)
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// A gateway on a fresh port serving `virtual_services` (YAML documents
+/// bound to `httpbin-gateway`), with an echo origin per name in `origins`.
+fn gateway(origins: &[&str], virtual_services: &str) -> Gateway {
+    let addrs: Vec<(&str, SocketAddr)> = origins.iter().map(|n| (*n, echo_origin(n))).collect();
+    gateway_with(&addrs, virtual_services)
+}
+
+/// `gateway`, with origins at the given addresses. `{PORT}` in the
+/// VirtualServices stands for the listener's port.
+fn gateway_with(origins: &[(&str, SocketAddr)], virtual_services: &str) -> Gateway {
+    gateway_files(origins, virtual_services, Vec::new())
+}
+
+/// `gateway_with`, plus more configuration files.
+fn gateway_files(
+    origins: &[(&str, SocketAddr)],
+    virtual_services: &str,
+    mut files: Vec<(&str, String)>,
+) -> Gateway {
+    let port = free_port();
+    files.extend([
+        ("gateway.yaml", gateway_yaml(port)),
+        ("services.yaml", service_entries(origins)),
+        (
+            "routes.yaml",
+            virtual_services.replace("{PORT}", &port.to_string()),
+        ),
+    ]);
+    Gateway::start(port, &files)
+}
+
+/// The test issuer's RequestAuthentication (keys from an in-test JWKS
+/// server) and a DENY policy for `/denied`.
+fn authn_and_policy() -> Vec<(&'static str, String)> {
+    let jwks = jwks_server(&test_jwks());
+    vec![
+        (
+            "authn.yaml",
+            test_request_authentication(&format!("http://{jwks}/jwks.json"), ""),
+        ),
+        (
+            "policy.yaml",
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny, namespace: istio-system}\n\
+             spec:\n  action: DENY\n  rules: [{to: [{operation: {paths: [/denied]}}]}]\n"
+                .to_string(),
+        ),
+    ]
+}
+
+/// A VirtualService `name` on every host of the test Gateway with these
+/// `http` routes (YAML list items, indented two spaces).
+fn virtual_service(name: &str, http: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: foo}}\n\
+         spec:\n  hosts: [\"*\"]\n  gateways: [httpbin-gateway]\n  http:\n{http}"
+    )
+}
+
+/// `claimgate check` on these documents (plus the test Gateway and the
+/// origins' ServiceEntries): its stderr, after asserting it failed.
+fn check_fails(origins: &[&str], virtual_services: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let addrs: Vec<(&str, SocketAddr)> = origins
+        .iter()
+        .map(|n| (*n, SocketAddr::from(([127, 0, 0, 1], 9))))
+        .collect();
+    std::fs::write(dir.path().join("gateway.yaml"), gateway_yaml(8080)).unwrap();
+    std::fs::write(dir.path().join("services.yaml"), service_entries(&addrs)).unwrap();
+    std::fs::write(dir.path().join("routes.yaml"), virtual_services).unwrap();
+    let (code, _, stderr) = check(dir.path());
+    assert_eq!(code, Some(1), "check accepted it:\n{stderr}");
+    stderr
+}
+
+/// The origin that answered, by the echo's `origin` field.
+fn origin_of(reply: &Reply) -> String {
+    reply.echo()["origin"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+// ----------------------------------------------------------------- weights
+
+#[test]
+fn a_ninety_ten_split_is_exact_over_ten_thousand_requests() {
+    let gw = gateway(
+        &["alpha", "beta"],
+        &virtual_service(
+            "split",
+            "  - name: canary\n    route:\n    - destination: {host: alpha}\n      weight: 90\n    - destination: {host: beta}\n      weight: 10\n",
+        ),
+    );
+    // Four keep-alive clients at once, as a load balancer's pool would send.
+    let port = gw.port;
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut client = Client::connect(port).unwrap();
+                let mut counts: HashMap<String, usize> = HashMap::new();
+                for _ in 0..2500 {
+                    let reply = client.get("/headers", &[]).expect("an answer");
+                    assert_eq!(reply.status, 200, "{reply:?}");
+                    *counts.entry(origin_of(&reply)).or_default() += 1;
+                }
+                counts
+            })
+        })
+        .collect();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for worker in workers {
+        for (origin, n) in worker.join().unwrap() {
+            *counts.entry(origin).or_default() += n;
+        }
+    }
+    let alpha = counts.get("alpha").copied().unwrap_or(0);
+    let beta = counts.get("beta").copied().unwrap_or(0);
+    assert_eq!(alpha + beta, 10_000, "{counts:?}");
+    // Within ±3% is what a user may rely on; the split is in fact exact.
+    assert!((8700..=9300).contains(&alpha), "{counts:?}");
+    assert_eq!((alpha, beta), (9000, 1000));
+
+    // Each request is counted under the cluster it was actually sent to.
+    let requests = |cluster: &str| {
+        gw.metric(&format!(
+            "claimgate_requests_total{{cluster=\"outbound|8000||{cluster}.foo.svc.cluster.local\",code=\"200\",route=\"foo/split/canary\"}}"
+        ))
+    };
+    eventually(std::time::Duration::from_secs(5), "metrics counted", || {
+        requests("alpha") == 9000.0 && requests("beta") == 1000.0
+    });
+}
+
+#[test]
+fn a_zero_weight_destination_gets_nothing() {
+    let gw = gateway(
+        &["alpha", "beta"],
+        &virtual_service(
+            "split",
+            "  - route:\n    - destination: {host: alpha}\n      weight: 0\n    - destination: {host: beta}\n      weight: 1\n",
+        ),
+    );
+    let mut client = Client::connect(gw.port).unwrap();
+    for _ in 0..20 {
+        assert_eq!(origin_of(&client.get("/", &[]).unwrap()), "beta");
+    }
+}
+
+#[test]
+fn bad_weights_and_subsets_are_refused_with_their_location() {
+    let stderr = check_fails(
+        &["alpha", "beta"],
+        &virtual_service(
+            "bad",
+            "  - route:\n    - destination: {host: alpha}\n      weight: 0\n    - destination: {host: beta}\n\
+             \x20 - route:\n    - destination: {host: alpha}\n      weight: -1\n    - destination: {host: beta}\n      weight: 1\n\
+             \x20 - route:\n    - destination: {host: alpha, subset: v1}\n",
+        ),
+    );
+    for expected in [
+        "document 1: spec.http[0].route: the destinations' weights add up to 0",
+        "document 1: spec.http[1].route[0].weight: -1 is not a weight",
+        "document 1: spec.http[2].route[0].destination.subset: subset `v1` is not supported: subsets are defined by DestinationRules",
+    ] {
+        assert!(stderr.contains(expected), "missing `{expected}` in:\n{stderr}");
+    }
+}
+
+// ----------------------------------------------------------------- matches
+
+#[test]
+fn routes_match_on_query_parameters_scheme_and_port() {
+    let gw = gateway(
+        &["alpha", "beta", "gamma"],
+        &virtual_service(
+            "matches",
+            r#"  - match: [{uri: {prefix: /q}, queryParams: {v: {exact: "2"}}}]
+    route: [{destination: {host: beta}}]
+  - match: [{uri: {prefix: /q}, queryParams: {flag: {}}}]
+    route: [{destination: {host: gamma}}]
+  - match: [{uri: {prefix: /q}, queryParams: {id: {regex: "[0-9]+"}}}]
+    route: [{destination: {host: gamma}}]
+  - match: [{uri: {prefix: /s}, scheme: {exact: https}}]
+    route: [{destination: {host: gamma}}]
+  - match: [{uri: {prefix: /s}, scheme: {exact: http}}]
+    route: [{destination: {host: beta}}]
+  - match: [{uri: {prefix: /p}, port: 1}]
+    route: [{destination: {host: gamma}}]
+  - match: [{uri: {prefix: /p}, port: {PORT}}]
+    route: [{destination: {host: beta}}]
+  - route: [{destination: {host: alpha}}]
+"#,
+        ),
+    );
+    let via = |path: &str| origin_of(&get(gw.port, path, &[]));
+    // Query parameters: the first value, exactly as sent.
+    assert_eq!(via("/q?v=2"), "beta");
+    assert_eq!(via("/q?x=1&v=2&v=3"), "beta");
+    assert_eq!(via("/q?v=3&v=2"), "alpha");
+    assert_eq!(via("/q?v=%32"), "alpha");
+    assert_eq!(via("/q?vv=2"), "alpha");
+    // `{}`: present, with or without a value.
+    assert_eq!(via("/q?flag"), "gamma");
+    assert_eq!(via("/q?a=1&flag=no"), "gamma");
+    // Regexes match the whole value.
+    assert_eq!(via("/q?id=42"), "gamma");
+    assert_eq!(via("/q?id=42x"), "alpha");
+    // The listener is plain HTTP.
+    assert_eq!(via("/s"), "beta");
+    // The port the request arrived on, whatever the Host header says.
+    assert_eq!(via("/p"), "beta");
+    let reply = raw_request(
+        gw.port,
+        "GET /p HTTP/1.1\r\nHost: example.com:1\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(origin_of(&reply), "beta");
+}
+
+#[test]
+fn bad_matches_are_refused_with_their_location() {
+    let stderr = check_fails(
+        &["alpha"],
+        &virtual_service(
+            "bad",
+            r#"  - match: [{port: 70000}, {scheme: {}}, {queryParams: {a: {regex: "("}}}]
+    route: [{destination: {host: alpha}}]
+"#,
+        ),
+    );
+    for expected in [
+        "spec.http[0].match[0].port: 70000 is not a port",
+        "spec.http[0].match[1].scheme: set one of exact, prefix, regex",
+        "spec.http[0].match[2].queryParams.a: invalid regex",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
+}
+
+// ----------------------------------------------------------------- rewrite
+
+#[test]
+fn rewrites_change_the_path_and_host_sent_upstream() {
+    let gw = gateway(
+        &["alpha"],
+        &virtual_service(
+            "rewrites",
+            r#"  - match: [{uri: {prefix: /api/}}]
+    rewrite: {uri: /v2/}
+    route: [{destination: {host: alpha}}]
+  - match: [{uri: {exact: /old}}]
+    rewrite: {uri: /new}
+    route: [{destination: {host: alpha}}]
+  - match: [{uri: {prefix: /svc/}}]
+    rewrite:
+      uriRegexRewrite: {match: "^/svc/([^/]+)/(.*)$", rewrite: "/\\2/by/\\1"}
+    route: [{destination: {host: alpha}}]
+  - match: [{uri: {prefix: /host}}]
+    rewrite: {authority: "internal.example.com:8443"}
+    route: [{destination: {host: alpha}}]
+  - route: [{destination: {host: alpha}}]
+"#,
+        ),
+    );
+    let sent = |path: &str| {
+        let echo = get(gw.port, path, &[]).echo();
+        (
+            echo["uri"].as_str().unwrap_or_default().to_string(),
+            echo["headers"]["host"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        )
+    };
+    let client_host = format!("127.0.0.1:{}", gw.port);
+    // The matched prefix is swapped, the query kept.
+    assert_eq!(
+        sent("/api/items?x=1"),
+        ("/v2/items?x=1".into(), client_host.clone())
+    );
+    // An exact match has its whole path replaced, the query kept.
+    assert_eq!(sent("/old?a=b").0, "/new?a=b");
+    // A regex rewrite with capture groups, on the path only.
+    assert_eq!(
+        sent("/svc/foo/bar/baz?q=/svc/x/y").0,
+        "/bar/baz/by/foo?q=/svc/x/y"
+    );
+    // The authority: Host sent upstream, the path unchanged.
+    assert_eq!(
+        sent("/host/a?b"),
+        ("/host/a?b".into(), "internal.example.com:8443".into())
+    );
+    // Without a rewrite, nothing changes.
+    assert_eq!(sent("/plain?z"), ("/plain?z".into(), client_host));
+}
+
+#[test]
+fn bad_rewrites_are_refused_with_their_location() {
+    let stderr = check_fails(
+        &["alpha"],
+        &virtual_service(
+            "bad",
+            r#"  - rewrite: {uri: /a, uriRegexRewrite: {match: a, rewrite: b}}
+    route: [{destination: {host: alpha}}]
+  - rewrite: {uriRegexRewrite: {match: "a(b)", rewrite: "\\2"}}
+    route: [{destination: {host: alpha}}]
+  - rewrite: {authority: "a b"}
+    route: [{destination: {host: alpha}}]
+  - rewrite: {}
+    route: [{destination: {host: alpha}}]
+"#,
+        ),
+    );
+    for expected in [
+        "spec.http[0].rewrite: set one of uri and uriRegexRewrite, not both",
+        "spec.http[1].rewrite.uriRegexRewrite: rewrite names group \\2, but `a(b)` has 1 group(s)",
+        "spec.http[2].rewrite.authority: `a b` is not an authority",
+        "spec.http[3].rewrite: set at least one of uri, uriRegexRewrite and authority",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
+}
+
+// ------------------------------------------------ redirect, directResponse
+
+#[test]
+fn redirects_and_direct_responses_are_answered_by_the_gateway_after_authn_and_authz() {
+    let origins = [("alpha", echo_origin("alpha"))];
+    let gw = gateway_files(
+        &origins,
+        &virtual_service(
+            "local",
+            r#"  - name: moved
+    match: [{uri: {prefix: /old}}]
+    redirect: {uri: /new}
+  - name: elsewhere
+    match: [{uri: {prefix: /elsewhere}}]
+    redirect: {authority: other.example.com, scheme: https, port: 8443, redirectCode: 308}
+  - name: same-port
+    match: [{uri: {prefix: /same-port}}]
+    redirect: {authority: other.example.com, derivePort: FROM_REQUEST_PORT, redirectCode: 302}
+  - name: denied
+    match: [{uri: {prefix: /denied}}]
+    redirect: {uri: /ok}
+  - name: maintenance
+    match: [{uri: {prefix: /maintenance}}]
+    directResponse: {status: 503, body: {string: "down for maintenance"}}
+  - name: empty
+    match: [{uri: {prefix: /empty}}]
+    directResponse: {status: 204}
+  - name: bytes
+    match: [{uri: {prefix: /bytes}}]
+    directResponse: {status: 200, body: {bytes: "aGVsbG8="}}
+"#,
+        ),
+        authn_and_policy(),
+    );
+    let port = gw.port;
+
+    // 301 by default; the path replaced, the query and Host kept.
+    let r = get(port, "/old/page?a=1", &[]);
+    assert_eq!(r.status, 301, "{r:?}");
+    let here = format!("127.0.0.1:{port}");
+    assert_eq!(
+        r.header("location"),
+        Some(format!("http://{here}/new?a=1").as_str())
+    );
+    assert_eq!(r.body, "");
+
+    // Scheme, authority, port and code.
+    let r = get(port, "/elsewhere/x?y", &[]);
+    assert_eq!(r.status, 308);
+    assert_eq!(
+        r.header("location"),
+        Some("https://other.example.com:8443/elsewhere/x?y")
+    );
+    let r = get(port, "/same-port", &[]);
+    assert_eq!(r.status, 302);
+    let expected = format!("http://other.example.com:{port}/same-port");
+    assert_eq!(r.header("location"), Some(expected.as_str()));
+
+    // directResponse: status and body, text/plain as Envoy sends it.
+    let r = get(port, "/maintenance", &[]);
+    assert_eq!((r.status, r.body.as_str()), (503, "down for maintenance"));
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    let r = get(port, "/empty", &[]);
+    assert_eq!((r.status, r.body.as_str()), (204, ""));
+    let r = get(port, "/bytes", &[]);
+    assert_eq!((r.status, r.body.as_str()), (200, "hello"));
+
+    // Authentication and authorization come first, as for any route.
+    let r = get(port, "/old", &["Authorization: Bearer not.a.token"]);
+    assert_eq!(r.status, 401, "{r:?}");
+    let r = get(port, "/denied", &[]);
+    assert_eq!((r.status, r.body.as_str()), (403, "RBAC: access denied"));
+    let token = rs256(claims(serde_json::json!({})));
+    let r = get(port, "/maintenance", &[&bearer(&token)]);
+    assert_eq!(r.status, 503);
+
+    // Counted under the route, with no cluster.
+    let counted = |route: &str, code: u16| {
+        gw.metric(&format!(
+            "claimgate_requests_total{{cluster=\"(none)\",code=\"{code}\",route=\"foo/local/{route}\"}}"
+        ))
+    };
+    eventually(std::time::Duration::from_secs(5), "metrics", || {
+        counted("moved", 301) == 1.0 && counted("maintenance", 503) == 2.0
+    });
+}
+
+#[test]
+fn bad_redirects_and_direct_responses_are_refused_with_their_location() {
+    let stderr = check_fails(
+        &["alpha"],
+        &virtual_service(
+            "bad",
+            r#"  - redirect: {uri: /a, redirectCode: 304}
+  - redirect: {scheme: ftp}
+  - redirect: {port: 80, derivePort: FROM_REQUEST_PORT}
+  - redirect: {uri: /a}
+    route: [{destination: {host: alpha}}]
+  - directResponse: {status: 700}
+  - directResponse: {status: 200}
+    rewrite: {uri: /x}
+  - redirect: {uri: /a}
+    directResponse: {status: 200}
+  - redirect: {}
+"#,
+        ),
+    );
+    for expected in [
+        "spec.http[0].redirect.redirectCode: 304 is not supported: 301, 302, 303, 307 or 308",
+        "spec.http[1].redirect.scheme: `ftp` is not a redirect scheme",
+        "spec.http[2].redirect: set one of port and derivePort, not both",
+        "spec.http[3].route: a route with redirect has no destinations",
+        "spec.http[4].directResponse.status: 700 is not in range 200-599",
+        "spec.http[5].rewrite: a route with directResponse is not forwarded",
+        "spec.http[6]: set one of redirect and directResponse, not both",
+        "spec.http[7].redirect: set at least one of uri, authority, scheme, port and derivePort",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
+}
+
+// ----------------------------------------------------------------- headers
+
+#[test]
+fn header_operations_change_requests_and_responses_in_envoys_order() {
+    let gw = gateway(
+        &["alpha", "beta"],
+        &virtual_service(
+            "ops",
+            r#"  - name: single
+    match: [{uri: {prefix: /single}}]
+    headers:
+      request:
+        set: {x-route: r, x-both: route}
+        add: {x-added: one}
+        remove: [x-drop]
+      response:
+        set: {x-resp: r, x-both: route}
+        add: {x-resp-add: a}
+        remove: [content-type]
+    route:
+    - destination: {host: alpha}
+      headers:
+        request: {set: {x-both: destination}, add: {x-added: two}}
+        response: {set: {x-both: destination}}
+  - name: weighted
+    match: [{uri: {prefix: /weighted}}]
+    headers:
+      request: {set: {x-both: route}}
+    route:
+    - destination: {host: alpha}
+      weight: 1
+      headers:
+        request: {set: {x-both: alpha, x-dest: alpha}}
+        response: {add: {x-served-by: alpha}}
+    - destination: {host: beta}
+      weight: 1
+      headers:
+        request: {set: {x-both: beta, x-dest: beta}}
+        response: {add: {x-served-by: beta}}
+  - name: host
+    match: [{uri: {prefix: /host}}]
+    headers:
+      request: {set: {host: "internal.example.com"}}
+    route: [{destination: {host: alpha}}]
+  - name: direct
+    match: [{uri: {prefix: /direct}}]
+    headers:
+      response: {set: {cache-control: no-store}}
+    directResponse: {status: 200, body: {string: ok}}
+"#,
+        ),
+    );
+    let port = gw.port;
+    let r = get(
+        port,
+        "/single",
+        &["x-drop: 1", "x-added: client", "x-both: client"],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let sent = &r.echo()["headers"];
+    assert_eq!(sent["x-route"], "r");
+    // One destination: its operations follow the route's, and win.
+    assert_eq!(sent["x-both"], "destination");
+    assert_eq!(sent["x-added"], "client,one,two");
+    assert!(sent.get("x-drop").is_none(), "{sent}");
+    // The response: set, added, removed.
+    assert_eq!(r.header("x-resp"), Some("r"));
+    assert_eq!(r.header("x-resp-add"), Some("a"));
+    assert_eq!(r.header("x-both"), Some("destination"));
+    assert_eq!(r.header("content-type"), None, "{r:?}");
+
+    // Weighted destinations: theirs first, then the route's, which win.
+    let mut client = Client::connect(port).unwrap();
+    for _ in 0..2 {
+        let r = client.get("/weighted", &[]).unwrap();
+        let sent = &r.echo()["headers"];
+        let origin = origin_of(&r);
+        assert_eq!(sent["x-both"], "route");
+        assert_eq!(sent["x-dest"], origin.as_str());
+        assert_eq!(r.header("x-served-by"), Some(origin.as_str()));
+    }
+
+    // `host` in a request operation is the authority sent upstream.
+    let r = get(port, "/host", &[]);
+    assert_eq!(r.echo()["headers"]["host"], "internal.example.com");
+
+    // A direct response gets the route's response operations too.
+    let r = get(port, "/direct", &[]);
+    assert_eq!(
+        (r.status, r.header("cache-control")),
+        (200, Some("no-store"))
+    );
+}
+
+#[test]
+fn bad_header_operations_are_refused_with_their_location() {
+    let stderr = check_fails(
+        &["alpha"],
+        &virtual_service(
+            "bad",
+            r#"  - headers:
+      request:
+        set: {content-length: "0", x-ok: "%HOSTNAME%"}
+        remove: [":path"]
+      response:
+        set: {host: x}
+    route: [{destination: {host: alpha}}]
+  - headers:
+      request: {set: {host: a.example.com}}
+    rewrite: {authority: b.example.com}
+    route: [{destination: {host: alpha}}]
+  - headers:
+      request: {set: {x-a: b}}
+    directResponse: {status: 200}
+"#,
+        ),
+    );
+    for expected in [
+        "spec.http[0].headers.request.set.content-length: `content-length` frames the message",
+        "spec.http[0].headers.request.set.x-ok: `%HOSTNAME%`: Envoy's %VARIABLE% substitutions are not supported",
+        "spec.http[0].headers.request.remove[0]: `:path`: a header cannot have a \":\" prefix",
+        "spec.http[0].headers.response.set.host: `host`: the Host header cannot be changed here",
+        "spec.http[1].rewrite.authority: the authority is also set in headers.request",
+        "spec.http[2].headers.request: a route with directResponse sends no request upstream",
+    ] {
+        assert!(stderr.contains(expected), "missing `{expected}` in:\n{stderr}");
+    }
+}
