@@ -114,6 +114,11 @@ impl Reloader {
                 }
             }
         }
+        pending.extend(crate::tls::carry_over(
+            &self.state.load(),
+            &mut snapshot,
+            &self.started_listeners,
+        ));
         let old = &self.started_settings;
         let restart_only = [
             ("admin", old.admin != settings.admin),

@@ -317,6 +317,9 @@ impl ProxyHttp for Gateway {
         if self.handed_over.load(Ordering::Relaxed) {
             session.set_keepalive(None);
         }
+        if crate::tls::answer_https_redirect(session, &ctx.snap, &self.listener).await? {
+            return Ok(true);
+        }
         let req = session.req_header();
         let now = unix_now();
         let authn = ctx
