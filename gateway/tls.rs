@@ -98,10 +98,13 @@ impl<T: Clone> HostMap<T> {
             .or(self.any.as_ref())
     }
 
-    /// As `get`, falling back to the first server's value: the certificate
-    /// for a client that sent no SNI or a name no server lists.
+    /// As `get`, falling back to the `*` server's value, else the first
+    /// server's: the certificate for a client that sent no SNI (an IP
+    /// address) or a name no server lists.
     pub fn get_or_default(&self, host: Option<&str>) -> Option<&T> {
-        host.and_then(|h| self.get(h)).or(self.fallback.as_ref())
+        host.and_then(|h| self.get(h))
+            .or(self.any.as_ref())
+            .or(self.fallback.as_ref())
     }
 }
 
@@ -594,6 +597,7 @@ mod tests {
         assert_eq!(map.get_or_default(None), Some(&1));
         map.insert("*", 4);
         assert_eq!(map.get("other.test"), Some(&4));
+        assert_eq!(map.get_or_default(None), Some(&4));
     }
 
     #[test]
