@@ -27,8 +27,8 @@ use crate::snapshot::Snapshot;
 pub enum ServerTls {
     /// Plain HTTP; with `httpsRedirect`, every request answers 301 to https.
     Plain { https_redirect: bool },
-    /// TLS, with this certificate.
-    Https(Arc<CertifiedKey>),
+    /// TLS, with this certificate, read from these files (certificate, key).
+    Https(Arc<CertifiedKey>, [PathBuf; 2]),
 }
 
 /// The TLS side of the compiled configuration: per listening address.
@@ -38,6 +38,21 @@ pub struct Tables {
     pub certs: HashMap<String, Arc<HostMap<Arc<CertifiedKey>>>>,
     /// Plain listeners with `httpsRedirect` servers: the hosts redirected.
     pub redirects: HashMap<String, HostMap<()>>,
+    /// Every certificate and key file read: a change to one reloads.
+    pub files: Vec<PathBuf>,
+}
+
+impl Tables {
+    /// A fingerprint of the contents of every certificate and key file.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        for file in &self.files {
+            file.hash(&mut hasher);
+            std::fs::read(file).ok().hash(&mut hasher);
+        }
+        hasher.finish()
+    }
 }
 
 /// Values by host: exact names, then the longest `*.suffix` wildcard, then
@@ -296,7 +311,7 @@ pub fn server_tls(
             if let Some(warning) = warning {
                 tracing::warn!(certificate = %cert.display(), "{warning}");
             }
-            Ok(ServerTls::Https(certified))
+            Ok(ServerTls::Https(certified, [cert, key]))
         }
         Err(LoadError::Cert(e)) => Err(vec![(cert_field.into(), e)]),
         Err(LoadError::Key(e)) => Err(vec![(key_field.into(), e)]),
@@ -408,7 +423,7 @@ impl Builder {
         path: &str,
     ) -> Vec<ConfigError> {
         let mut errors = Vec::new();
-        let https = matches!(tls, ServerTls::Https(_));
+        let https = matches!(tls, ServerTls::Https(..));
         if let Some(&kind) = self.kinds.get(addr) {
             if kind != https {
                 errors.push(ConfigError::new(
@@ -424,7 +439,12 @@ impl Builder {
         }
         self.kinds.insert(addr.to_string(), https);
         match tls {
-            ServerTls::Https(certified) => {
+            ServerTls::Https(certified, files) => {
+                for file in files {
+                    if !self.tables.files.contains(&file) {
+                        self.tables.files.push(file);
+                    }
+                }
                 let map = self.tables.certs.entry(addr.to_string()).or_default();
                 let map = Arc::make_mut(map);
                 for (i, host) in hosts.iter().enumerate() {

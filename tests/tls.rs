@@ -339,3 +339,36 @@ fn check_refuses_other_tls_modes_and_bad_certificates_with_their_location() {
         assert!(all.contains(expected), "{expected}: {all}");
     }
 }
+
+#[test]
+fn a_certificate_file_rewritten_in_place_is_read_again() {
+    let port = free_port();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = (certs.path().join("tls.crt"), certs.path().join("tls.key"));
+    std::fs::copy(fixture("tls/server.pem"), &cert).unwrap();
+    std::fs::copy(fixture("tls/server.key"), &key).unwrap();
+    let tls = format!(
+        "      mode: SIMPLE\n      serverCertificate: {}\n      privateKey: {}\n",
+        cert.display(),
+        key.display()
+    );
+    let mut files = routes(echo_origin("origin"));
+    files.push((
+        "gateway.yaml",
+        gateway(&server("https", port, "[\"*\"]", &tls)),
+    ));
+    let gw = Gateway::start(port, &files);
+    let mut open = TlsClient::connect(port);
+    assert_eq!(open.get(), 200);
+    assert_eq!(open.certificate(), der("server.pem"));
+
+    // The config does not change; the files do (as certbot renews them).
+    std::fs::copy(fixture("tls/sni/default.key"), &key).unwrap();
+    std::fs::copy(fixture("tls/sni/default.pem"), &cert).unwrap();
+    eventually(Duration::from_secs(5), "the renewed certificate", || {
+        let mut fresh = TlsClient::connect(port);
+        fresh.get() == 200 && fresh.certificate() == der("sni/default.pem")
+    });
+    assert_eq!(open.get(), 200);
+    assert!(gw.metric("claimgate_config_reloads_total{result=\"ok\"}") >= 1.0);
+}
