@@ -123,11 +123,13 @@ impl<T: Clone> HostMap<T> {
     }
 }
 
-/// Reads and checks the `tls` (and `port.protocol`) of one Gateway server.
-/// Errors are (field path under the server, message).
+/// Reads and checks the `tls` (and `port.protocol`) of one Gateway server,
+/// found `at` (file, document and field path, for warnings). Errors are
+/// (field path under the server, message).
 pub fn server_tls(
     server: &GatewayServer,
     credentials_dir: Option<&Path>,
+    at: &str,
 ) -> Result<ServerTls, Vec<(String, String)>> {
     let mut errors = Vec::new();
     let protocol = server
@@ -309,7 +311,7 @@ pub fn server_tls(
     match load_pair(&cert, &key, SystemTime::now()) {
         Ok((certified, warning)) => {
             if let Some(warning) = warning {
-                tracing::warn!(certificate = %cert.display(), "{warning}");
+                tracing::warn!(at = %format!("{at}.{cert_field}"), "{warning}");
             }
             Ok(ServerTls::Https(certified, [cert, key]))
         }
@@ -618,6 +620,26 @@ mod tests {
         map.insert("*", 4);
         assert_eq!(map.get("other.test"), Some(&4));
         assert_eq!(map.get_or_default(None), Some(&4));
+    }
+
+    #[test]
+    fn a_port_changing_between_http_and_https_waits_for_a_restart() {
+        let (key, _) = load_pair(&fixture("a.pem"), &fixture("a.key"), SystemTime::now()).unwrap();
+        let mut map = HostMap::default();
+        map.insert("*", key);
+        let mut current = Snapshot::default();
+        current
+            .tls
+            .certs
+            .insert("127.0.0.1:443".into(), Arc::new(map.clone()));
+        let bound = ["127.0.0.1:443".to_string(), "127.0.0.1:80".to_string()];
+        // 443 turned plain and 80 turned HTTPS in the new configuration.
+        let mut new = Snapshot::default();
+        new.tls.certs.insert("127.0.0.1:80".into(), Arc::new(map));
+        let pending = carry_over(&current, &mut new, &bound);
+        assert_eq!(pending.len(), 2, "{pending:?}");
+        assert!(new.tls.certs.contains_key("127.0.0.1:443"));
+        assert!(!new.tls.certs.contains_key("127.0.0.1:80"));
     }
 
     #[test]

@@ -319,7 +319,8 @@ impl Compiler {
         }
         for (i, server) in gw.spec.servers.iter().enumerate() {
             let path = format!("spec.servers[{i}]");
-            let tls = crate::tls::server_tls(server, self.settings.credentials_dir.as_deref())
+            let at = format!("{}: {path}", gw.source);
+            let tls = crate::tls::server_tls(server, self.settings.credentials_dir.as_deref(), &at)
                 .map_err(|errors| {
                     for (field, message) in errors {
                         self.error(&gw.source, format!("{path}.{field}"), message);
