@@ -274,7 +274,14 @@ impl Trace<'_> {
         }
 
         // Routing.
-        let view = route_view(req, &host, port, claims);
+        // The listener decides the scheme, as in the gateway: TLS when it
+        // has certificates.
+        let scheme = if self.snap.tls.certs.contains_key(&listener) {
+            "https"
+        } else {
+            "http"
+        };
+        let view = route_view(req, scheme, &host, port, claims);
         let routes = virtual_host.map_or(&[][..], |(_, routes)| routes);
         if !routes.is_empty() {
             line!(self, "routes, in order:");
@@ -307,7 +314,7 @@ impl Trace<'_> {
                 let host = req.headers.get(HOST).map_or(String::new(), |h| {
                     String::from_utf8_lossy(h.as_bytes()).into_owned()
                 });
-                let location = redirect.location("http", &host, port, path);
+                let location = redirect.location(scheme, &host, port, path);
                 line!(
                     self,
                     "answer: {} redirect by route {}, Location: {location}",

@@ -56,6 +56,12 @@ impl Reloader {
         }
     }
 
+    /// The config files, and the certificate and key files the
+    /// configuration in force reads.
+    fn fingerprint(&self) -> u64 {
+        fingerprint(&self.path) ^ self.state.load().tls.fingerprint()
+    }
+
     /// Loads, compiles and swaps in the config; on error nothing changes.
     pub fn reload(&self, trigger: &str) -> Result<u64, ConfigErrors> {
         let metrics = crate::metrics::get();
@@ -114,6 +120,11 @@ impl Reloader {
                 }
             }
         }
+        pending.extend(crate::tls::carry_over(
+            &self.state.load(),
+            &mut snapshot,
+            &self.started_listeners,
+        ));
         let old = &self.started_settings;
         let restart_only = [
             ("admin", old.admin != settings.admin),
@@ -196,20 +207,20 @@ impl BackgroundService for Reloader {
                 None
             }
         };
-        let mut seen = fingerprint(&self.path);
+        let mut seen = self.fingerprint();
         let mut tick = tokio::time::interval(POLL);
         loop {
             tokio::select! {
                 _ = async { hangup.as_mut()?.recv().await }, if hangup.is_some() => {
                     let _ = self.reload("SIGHUP");
-                    seen = fingerprint(&self.path);
+                    seen = self.fingerprint();
                 }
                 _ = tick.tick() => {
-                    let now = fingerprint(&self.path);
+                    let now = self.fingerprint();
                     if now != seen {
                         // Let a save-rename-write settle into one change.
                         tokio::time::sleep(SETTLE).await;
-                        let settled = fingerprint(&self.path);
+                        let settled = self.fingerprint();
                         if settled == now {
                             seen = settled;
                             let _ = self.reload("file change");

@@ -114,7 +114,10 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         );
         let proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
         let mut service = Service::new(format!("listener {addr}"), Counted::new(proxy));
-        service.add_tcp(addr);
+        match crate::tls::listener_settings(addr, &state) {
+            Some(tls) => service.add_tls_with_settings(addr, None, tls),
+            None => service.add_tcp(addr),
+        }
         let handle = server.add_service(service);
         handle.add_dependency(&sockets);
         serving.push(handle);

@@ -23,6 +23,8 @@ pub struct Snapshot {
     pub trusted_proxies: usize,
     /// Where this snapshot came from, for `/config_dump`.
     pub provenance: Provenance,
+    /// Certificates of the HTTPS listeners, and `httpsRedirect` hosts.
+    pub tls: crate::tls::Tables,
 }
 
 /// Where a snapshot came from: filled in by `compile` (files, hash,

@@ -50,6 +50,8 @@ pub struct Settings {
     pub upgrade_socket: PathBuf,
     pub access_log: crate::access_log::Target,
     pub dns_refresh: Duration,
+    /// `credentialsDir`: where `tls.credentialName` folders are.
+    pub credentials_dir: Option<PathBuf>,
 }
 
 /// What outlives one compiled snapshot: remote key sets (so a recompile
@@ -158,6 +160,7 @@ pub fn settings(config: &Config) -> Result<Settings, ConfigErrors> {
             upgrade_socket: PathBuf::from(&spec.upgrade_socket),
             access_log: crate::access_log::Target::parse(&spec.access_log),
             dns_refresh,
+            credentials_dir: spec.credentials_dir.as_ref().map(Into::into),
         })
     } else {
         Err(ConfigErrors(errors))
@@ -182,6 +185,7 @@ pub fn compile(config: &Config, shared: &Shared) -> Result<Snapshot, ConfigError
         previous,
         jwks_uris: HashSet::new(),
         policies: HashMap::new(),
+        tls: Default::default(),
     };
     let gateways = c.gateways(config);
     let services = c.service_entries(config);
@@ -214,6 +218,7 @@ pub fn compile(config: &Config, shared: &Shared) -> Result<Snapshot, ConfigError
         authn,
         authz: Authorizer::new(policies),
         trusted_proxies: c.settings.trusted_proxies,
+        tls: c.tls.finish(),
         provenance: crate::snapshot::Provenance {
             generation: 0,
             loaded_at: crate::access_log::rfc3339(std::time::SystemTime::now()),
@@ -246,6 +251,8 @@ struct Compiler {
     previous: HashMap<ClusterKey, Arc<Cluster>>,
     /// (service entry host, port) -> index in `clusters`.
     cluster_index: HashMap<(String, u16), usize>,
+    /// TLS of the Gateway servers, by listening address.
+    tls: crate::tls::Builder,
 }
 
 /// A Gateway server's host: `[namespace/]host`.
@@ -321,15 +328,14 @@ impl Compiler {
         }
         for (i, server) in gw.spec.servers.iter().enumerate() {
             let path = format!("spec.servers[{i}]");
-            if let Some(protocol) = &server.port.protocol {
-                if !protocol.eq_ignore_ascii_case("HTTP") {
-                    self.error(
-                        &gw.source,
-                        format!("{path}.port.protocol"),
-                        format!("`{protocol}` is not supported: listeners serve plain HTTP"),
-                    );
-                }
-            }
+            let at = format!("{}: {path}", gw.source);
+            let tls = crate::tls::server_tls(server, self.settings.credentials_dir.as_deref(), &at)
+                .map_err(|errors| {
+                    for (field, message) in errors {
+                        self.error(&gw.source, format!("{path}.{field}"), message);
+                    }
+                })
+                .ok();
             let ip: IpAddr = match server.bind.as_deref().unwrap_or("0.0.0.0").parse() {
                 Ok(ip) => ip,
                 Err(_) => {
@@ -344,7 +350,7 @@ impl Compiler {
                     "at least one host is required",
                 );
             }
-            let hosts = server
+            let hosts: Vec<ServerHost> = server
                 .hosts
                 .iter()
                 .map(|h| match h.split_once('/') {
@@ -368,6 +374,11 @@ impl Compiler {
                 .collect();
             let addr = SocketAddr::new(ip, server.port.number).to_string();
             self.listeners.entry(addr.clone()).or_default();
+            if let Some(tls) = tls {
+                let names: Vec<&str> = hosts.iter().map(|h| h.host.as_str()).collect();
+                let errors = self.tls.add(&addr, &names, tls, &gw.source, &path);
+                self.errors.extend(errors);
+            }
             servers.push((addr, hosts));
         }
         (self.errors.len() == before).then_some(servers)

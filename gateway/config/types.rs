@@ -57,6 +57,47 @@ pub struct GatewayServer {
     pub hosts: Vec<String>,
     #[serde(default)]
     pub name: Option<String>,
+    #[serde(default)]
+    pub tls: Option<ServerTlsSettings>,
+}
+
+/// Istio's `ServerTLSSettings`. Every field of Istio's is accepted by the
+/// parser so that one we do not implement is refused by name (in
+/// `crate::tls`), not as an unknown field.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServerTlsSettings {
+    #[serde(default)]
+    pub https_redirect: bool,
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub server_certificate: Option<String>,
+    #[serde(default)]
+    pub private_key: Option<String>,
+    #[serde(default)]
+    pub credential_name: Option<String>,
+    #[serde(default)]
+    pub min_protocol_version: Option<String>,
+    #[serde(default)]
+    pub max_protocol_version: Option<String>,
+    // Refused when present (client certificates, cipher lists, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificates: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_crl: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_names: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_certificates: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_alt_names: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_certificate_spki: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_certificate_hash: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cipher_suites: Option<serde_json::Value>,
 }
 
 /// Istio's `Port` (a Gateway server's) and `ServicePort` (a ServiceEntry's)
@@ -587,6 +628,10 @@ pub struct SettingsSpec {
     /// How often each ServiceEntry `resolution: DNS` name is resolved again
     /// (Istio duration; Istio's `dnsRefreshRate`). Default `60s`.
     pub dns_refresh_rate: String,
+    /// Where a Gateway server's `tls.credentialName` is found:
+    /// `<credentialsDir>/<credentialName>/tls.crt` and `tls.key`, as
+    /// Istio's secrets are laid out. Default: `credentialName` is refused.
+    pub credentials_dir: Option<String>,
 }
 
 impl Default for SettingsSpec {
@@ -607,6 +652,7 @@ impl Default for SettingsSpec {
             upgrade_socket: "/tmp/claimgate-upgrade.sock".to_string(),
             access_log: "off".to_string(),
             dns_refresh_rate: "60s".to_string(),
+            credentials_dir: None,
         }
     }
 }

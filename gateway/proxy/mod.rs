@@ -180,15 +180,17 @@ pub fn authz_request<'r>(
     }
 }
 
-/// What routes read of a request that arrived on listener `port`.
+/// What routes read of a request that arrived over `scheme` (`http` or
+/// `https`) on listener `port`.
 pub fn route_view<'r>(
     req: &'r RequestHeader,
+    scheme: &'static str,
     host: &'r str,
     port: u16,
     claims: Option<ClaimView<'r>>,
 ) -> RequestView<'r> {
     RequestView {
-        scheme: "http",
+        scheme,
         port,
         method: req.method.as_str(),
         path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
@@ -229,6 +231,16 @@ fn hash_key(on: &HashOn, session: &Session) -> Vec<u8> {
             .filter_map(|pair| pair.split_once('='))
             .find(|(k, _)| k == param)
             .map_or_else(Vec::new, |(_, v)| v.as_bytes().to_vec()),
+    }
+}
+
+/// `https` when the client's connection is TLS.
+fn scheme_of(session: &Session) -> &'static str {
+    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    if tls {
+        "https"
+    } else {
+        "http"
     }
 }
 
@@ -358,7 +370,7 @@ impl Gateway {
         let location = {
             let req = session.req_header();
             let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
-            redirect.location("http", authority(req), self.port, path)
+            redirect.location(scheme_of(session), authority(req), self.port, path)
         };
         let mut header = ResponseHeader::build(redirect.code, Some(2))?;
         header.insert_header(http::header::LOCATION, location)?;
@@ -411,6 +423,9 @@ impl ProxyHttp for Gateway {
         if self.handed_over.load(Ordering::Relaxed) {
             session.set_keepalive(None);
         }
+        if crate::tls::answer_https_redirect(session, &ctx.snap, &self.listener).await? {
+            return Ok(true);
+        }
         let req = session.req_header();
         let now = unix_now();
         let authn = ctx
@@ -452,7 +467,7 @@ impl ProxyHttp for Gateway {
             }
         }
 
-        let view = route_view(req, &host, self.port, claims);
+        let view = route_view(req, scheme_of(session), &host, self.port, claims);
         let route = ctx
             .snap
             .listeners
