@@ -344,6 +344,20 @@ impl Trace<'_> {
                 shorten(&rewrite.apply(path, span))
             );
         }
+        let mut limits = Vec::new();
+        if let Some(timeout) = forward.timeout {
+            limits.push(format!("timeout {timeout:?}"));
+        }
+        match &forward.retry {
+            Some(r) => {
+                let per_try = r
+                    .per_try_timeout
+                    .map_or(String::new(), |t| format!(", {t:?} per try"));
+                limits.push(format!("up to {} retries{per_try}", r.retries));
+            }
+            None => limits.push("no retries".to_string()),
+        }
+        line!(self, "upstream: {}", limits.join(", "));
         if let Some(authority) = destinations.first().and_then(|d| d.authority.as_ref()) {
             line!(
                 self,

@@ -51,6 +51,8 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     /// `claimgate_upstream_response_seconds{cluster}`.
     pub upstream_response: HistogramVec,
+    /// `claimgate_upstream_retries_total{cluster}`.
+    pub upstream_retries: IntCounterVec,
     /// `claimgate_jwt_validations_total{issuer, result}`.
     pub jwt_validations: IntCounterVec,
     /// `claimgate_jwt_cache_{hits,misses,evictions}_total`.
@@ -243,6 +245,12 @@ impl Metrics {
             "Time from sending the request upstream to the upstream's response header, by cluster.",
             &["cluster"],
         );
+        let upstream_retries = counter_vec(
+            &registry,
+            "claimgate_upstream_retries_total",
+            "Attempts made again after a failed one (a retry policy), by cluster.",
+            &["cluster"],
+        );
         let jwt_validations = counter_vec(
             &registry,
             "claimgate_jwt_validations_total",
@@ -307,6 +315,7 @@ impl Metrics {
             requests,
             request_duration,
             upstream_response,
+            upstream_retries,
             jwt_validations,
             jwt_cache_hits,
             jwt_cache_misses,

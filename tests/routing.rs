@@ -96,6 +96,77 @@ fn check_fails(origins: &[&str], virtual_services: &str) -> String {
     stderr
 }
 
+/// An origin that answers every request with `status` and the body `name`,
+/// after `delay`, counting the requests it got: a failing or slow endpoint.
+fn scripted_origin(
+    name: &'static str,
+    status: u16,
+    delay: std::time::Duration,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, Write};
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let counted = counted.clone();
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream);
+                loop {
+                    // A request without a body: its head, up to the empty line.
+                    let mut line = String::new();
+                    let mut lines = 0;
+                    loop {
+                        line.clear();
+                        match reader.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" && lines > 0 => break,
+                            Ok(_) => lines += 1,
+                        }
+                    }
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(delay);
+                    let answer = format!(
+                        "HTTP/1.1 {status} Scripted\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{name}",
+                        name.len()
+                    );
+                    if reader.get_mut().write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, count)
+}
+
+/// A ServiceEntry `name` (port 8000) whose endpoints are `addrs`, each
+/// with its own port.
+fn service_entry_endpoints(name: &str, addrs: &[SocketAddr]) -> String {
+    let endpoints: String = addrs
+        .iter()
+        .map(|a| {
+            format!(
+                "  - address: {}\n    ports: {{http: {}}}\n",
+                a.ip(),
+                a.port()
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: foo}}\n\
+         spec:\n  hosts: [{name}.foo.svc.cluster.local]\n  ports: [{{number: 8000, name: http, protocol: HTTP}}]\n\
+         \x20 resolution: STATIC\n  endpoints:\n{endpoints}"
+    )
+}
+
+/// A closed port: connections to it are refused.
+fn dead_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
 /// The origin that answered, by the echo's `origin` field.
 fn origin_of(reply: &Reply) -> String {
     reply.echo()["origin"]
@@ -601,5 +672,218 @@ fn bad_header_operations_are_refused_with_their_location() {
         "spec.http[2].headers.request: a route with directResponse sends no request upstream",
     ] {
         assert!(stderr.contains(expected), "missing `{expected}` in:\n{stderr}");
+    }
+}
+
+// ---------------------------------------------------------- retries, timeout
+
+/// A gateway whose cluster `pool` has a good endpoint and a `bad` one, with
+/// one route per retry policy under test (`/<name>`).
+fn pool_gateway(bad: SocketAddr) -> Gateway {
+    let good = echo_origin("good");
+    let port = free_port();
+    let routes = virtual_service(
+        "retries",
+        r#"  - name: none
+    match: [{uri: {prefix: /none}}]
+    retries: {attempts: 0}
+    route: [{destination: {host: pool}}]
+  - name: default
+    match: [{uri: {prefix: /default}}]
+    route: [{destination: {host: pool}}]
+  - name: server-error
+    match: [{uri: {prefix: /server-error}}]
+    retries: {attempts: 2, retryOn: 5xx}
+    route: [{destination: {host: pool}}]
+  - name: gateway-error
+    match: [{uri: {prefix: /gateway-error}}]
+    retries: {attempts: 2, retryOn: gateway-error}
+    route: [{destination: {host: pool}}]
+  - name: status
+    match: [{uri: {prefix: /status}}]
+    retries: {attempts: 2, retryOn: "500"}
+    route: [{destination: {host: pool}}]
+  - name: reset
+    match: [{uri: {prefix: /reset}}]
+    retries: {attempts: 1, retryOn: reset}
+    route: [{destination: {host: pool}}]
+  - name: connect
+    match: [{uri: {prefix: /connect}}]
+    retries: {attempts: 1, retryOn: connect-failure}
+    route: [{destination: {host: pool}}]
+  - name: per-try
+    match: [{uri: {prefix: /per-try}}]
+    retries: {attempts: 2, perTryTimeout: 300ms, retryOn: reset}
+    route: [{destination: {host: pool}}]
+"#,
+    );
+    Gateway::start(
+        port,
+        &[
+            ("gateway.yaml", gateway_yaml(port)),
+            ("pool.yaml", service_entry_endpoints("pool", &[bad, good])),
+            ("routes.yaml", routes),
+        ],
+    )
+}
+
+/// The statuses of `n` requests to `path`, sent one after the other on a
+/// keep-alive connection (a new one when the gateway closed it: it does
+/// after an error of its own).
+fn statuses(port: u16, path: &str, n: usize) -> Vec<u16> {
+    let mut client = Client::connect(port).unwrap();
+    (0..n)
+        .map(|_| {
+            if client.closed {
+                client = Client::connect(port).unwrap();
+            }
+            match client.get(path, &[]) {
+                Some(r) => r.status,
+                None => {
+                    client = Client::connect(port).unwrap();
+                    client.get(path, &[]).map_or(0, |r| r.status)
+                }
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn retries_hide_an_endpoint_that_answers_503() {
+    let (bad, hits) = scripted_origin("bad", 503, std::time::Duration::ZERO);
+    let gw = pool_gateway(bad);
+    // Without retries, round robin sends every other request to the bad one.
+    let none = statuses(gw.port, "/none", 10);
+    assert_eq!(none.iter().filter(|&&s| s == 503).count(), 5, "{none:?}");
+    // Istio's default policy (no `retries`) retries a 503 on another endpoint.
+    for path in ["/default", "/server-error", "/gateway-error"] {
+        let before = hits.load(std::sync::atomic::Ordering::SeqCst);
+        let got = statuses(gw.port, path, 20);
+        assert!(got.iter().all(|&s| s == 200), "{path}: {got:?}");
+        // The bad endpoint was tried, and its answers were not passed on.
+        assert!(
+            hits.load(std::sync::atomic::Ordering::SeqCst) > before,
+            "{path}"
+        );
+    }
+    let retried = gw.metric(
+        "claimgate_upstream_retries_total{cluster=\"outbound|8000||pool.foo.svc.cluster.local\"}",
+    );
+    assert!(retried >= 30.0, "{retried}");
+}
+
+#[test]
+fn retry_on_names_which_failures_are_retried() {
+    let (bad, _) = scripted_origin("bad", 500, std::time::Duration::ZERO);
+    let gw = pool_gateway(bad);
+    // 500 is a 5xx, but not a gateway error, nor Istio's default 503.
+    assert!(statuses(gw.port, "/server-error", 10)
+        .iter()
+        .all(|&s| s == 200));
+    assert!(statuses(gw.port, "/status", 10).iter().all(|&s| s == 200));
+    for path in ["/gateway-error", "/default"] {
+        let got = statuses(gw.port, path, 10);
+        assert_eq!(
+            got.iter().filter(|&&s| s == 500).count(),
+            5,
+            "{path}: {got:?}"
+        );
+    }
+}
+
+#[test]
+fn retries_hide_an_endpoint_that_refuses_connections() {
+    let gw = pool_gateway(dead_addr());
+    let none = statuses(gw.port, "/none", 10);
+    assert_eq!(
+        none.iter().filter(|&&s| s == 503).count(),
+        5,
+        "{none:?}\n{}",
+        gw.log()
+    );
+    for path in ["/default", "/connect", "/reset", "/server-error"] {
+        let got = statuses(gw.port, path, 10);
+        assert!(got.iter().all(|&s| s == 200), "{path}: {got:?}");
+    }
+}
+
+#[test]
+fn a_per_try_timeout_moves_on_to_the_next_endpoint() {
+    let (slow, _) = scripted_origin("slow", 200, std::time::Duration::from_secs(3));
+    let gw = pool_gateway(slow);
+    let started = std::time::Instant::now();
+    let got = statuses(gw.port, "/per-try", 4);
+    assert!(got.iter().all(|&s| s == 200), "{got:?}");
+    // Two of the four met the slow endpoint first and waited 300ms, no more.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_route_timeout_answers_504_upstream_request_timeout() {
+    let gw = gateway(
+        &["alpha"],
+        &virtual_service(
+            "slow",
+            r#"  - name: quick
+    timeout: 300ms
+    route: [{destination: {host: alpha}}]
+"#,
+        ),
+    );
+    let started = std::time::Instant::now();
+    let r = get(gw.port, "/delay/3", &[]);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (504, "upstream request timeout")
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // In time: the upstream's answer.
+    assert_eq!(get(gw.port, "/delay/0.01", &[]).status, 200);
+    eventually(std::time::Duration::from_secs(5), "counted", || {
+        gw.metric("claimgate_rejections_total{reason=\"upstream_timeout\"}") == 1.0
+    });
+}
+
+#[test]
+fn bad_timeouts_and_retries_are_refused_with_their_location() {
+    let stderr = check_fails(
+        &["alpha"],
+        &virtual_service(
+            "bad",
+            r#"  - timeout: soon
+    route: [{destination: {host: alpha}}]
+  - retries: {attempts: 0, retryOn: 5xx}
+    route: [{destination: {host: alpha}}]
+  - retries: {attempts: 3, retryOn: "5xx,sometimes"}
+    route: [{destination: {host: alpha}}]
+  - retries: {attempts: -1}
+    route: [{destination: {host: alpha}}]
+  - retries: {attempts: 1, perTryTimeout: 0s}
+    route: [{destination: {host: alpha}}]
+  - timeout: 1s
+    directResponse: {status: 200}
+"#,
+        ),
+    );
+    for expected in [
+        "spec.http[0].timeout: `soon`",
+        "spec.http[1].retries: a retry policy is configured while attempts is 0",
+        "spec.http[2].retries.retryOn: `sometimes` is not a valid retryOn policy",
+        "spec.http[3].retries.attempts: -1 retries: from 0 to 50",
+        "spec.http[4].retries.perTryTimeout: must be at least 1ms",
+        "spec.http[5].timeout: a route with directResponse sends no request upstream",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
     }
 }

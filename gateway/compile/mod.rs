@@ -19,8 +19,8 @@ use http::{HeaderName, HeaderValue};
 use crate::authz::Authorizer;
 use crate::config::{
     parse_duration, Config, ConfigError, ConfigErrors, GatewaySpec, Headers, HttpBody,
-    HttpDirectResponse, HttpRedirect, HttpRewrite, HttpRoute, JwtRule, Resource, ServiceEntrySpec,
-    Source, StringMatch, VirtualServiceSpec,
+    HttpDirectResponse, HttpRedirect, HttpRetry, HttpRewrite, HttpRoute, JwtRule, Resource,
+    ServiceEntrySpec, Source, StringMatch, VirtualServiceSpec,
 };
 use crate::jwks::{JwksConfig, JwksRegistry};
 use crate::jwt::authn::{KeyRefetch, Outputs};
@@ -28,8 +28,8 @@ use crate::jwt::{Authenticator, KeySet, Provider, TokenCache, TokenLocation, Val
 use crate::metrics::RouteMetrics;
 use crate::routing::{
     operation_name, operation_value, Action, ClaimPath, Condition, DirectResponse, Forward,
-    HeaderOp, HeaderOps, HostTable, MatchRule, PathRewrite, Redirect, RedirectPort, Route,
-    RouteDestination, StringMatcher, UriSpan, WeightedPicker,
+    HeaderOp, HeaderOps, HostTable, MatchRule, PathRewrite, Redirect, RedirectPort, RetryPolicy,
+    Route, RouteDestination, StringMatcher, UriSpan, WeightedPicker, MAX_RETRIES,
 };
 use crate::snapshot::Snapshot;
 use crate::upstream::Cluster;
@@ -713,6 +713,18 @@ impl Compiler {
                 format!("a route with {what} is not forwarded: nothing to rewrite"),
             );
         }
+        if route.timeout.is_some() || route.retries.is_some() {
+            let field = if route.timeout.is_some() {
+                "timeout"
+            } else {
+                "retries"
+            };
+            self.error(
+                &vs.source,
+                format!("{path}.{field}"),
+                format!("a route with {what} sends no request upstream"),
+            );
+        }
         if route.headers.as_ref().is_some_and(|h| h.request.is_some()) {
             self.error(
                 &vs.source,
@@ -1019,7 +1031,100 @@ impl Compiler {
         }
         let mut forward = Forward::new(destinations, picker);
         forward.rewrite = rewrite;
+        forward.timeout = self.timeout(vs, path, route.timeout.as_deref());
+        forward.retry = self.retry(vs, path, route.retries.as_ref())?;
         Some(Action::Forward(forward))
+    }
+
+    /// `timeout`: `0s` is none, as in Envoy.
+    fn timeout(
+        &mut self,
+        vs: &Resource<VirtualServiceSpec>,
+        path: &str,
+        timeout: Option<&str>,
+    ) -> Option<Duration> {
+        match parse_duration(timeout?) {
+            Ok(d) if d.is_zero() => None,
+            Ok(d) if d < Duration::from_millis(1) => {
+                self.error(
+                    &vs.source,
+                    format!("{path}.timeout"),
+                    "must be at least 1ms",
+                );
+                None
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.error(&vs.source, format!("{path}.timeout"), e);
+                None
+            }
+        }
+    }
+
+    /// `retries` as Istio converts it: absent is Istio's default policy,
+    /// `attempts: 0` none, otherwise the default with the fields given.
+    fn retry(
+        &mut self,
+        vs: &Resource<VirtualServiceSpec>,
+        path: &str,
+        retries: Option<&HttpRetry>,
+    ) -> Option<Option<RetryPolicy>> {
+        let Some(r) = retries else {
+            return Some(Some(RetryPolicy::istio_default()));
+        };
+        let at = format!("{path}.retries");
+        let before = self.errors.len();
+        if r.attempts == 0 {
+            if r.per_try_timeout.is_some()
+                || r.retry_on.is_some()
+                || r.retry_remote_localities.is_some()
+                || r.retry_ignore_previous_hosts.is_some()
+                || r.backoff.is_some()
+            {
+                self.error(
+                    &vs.source,
+                    &at,
+                    "a retry policy is configured while attempts is 0 (retries disabled)",
+                );
+                return None;
+            }
+            return Some(None);
+        }
+        let mut policy = RetryPolicy::istio_default();
+        match u32::try_from(r.attempts) {
+            Ok(n) if n <= MAX_RETRIES => policy.retries = n,
+            _ => self.error(
+                &vs.source,
+                format!("{at}.attempts"),
+                format!("{} retries: from 0 to {MAX_RETRIES}", r.attempts),
+            ),
+        }
+        let duration = |c: &mut Self, field: &str, text: &Option<String>| -> Option<Duration> {
+            match parse_duration(text.as_deref()?) {
+                Ok(d) if d >= Duration::from_millis(1) => Some(d),
+                Ok(_) => {
+                    c.error(&vs.source, format!("{at}.{field}"), "must be at least 1ms");
+                    None
+                }
+                Err(e) => {
+                    c.error(&vs.source, format!("{at}.{field}"), e);
+                    None
+                }
+            }
+        };
+        policy.per_try_timeout = duration(self, "perTryTimeout", &r.per_try_timeout);
+        if let Some(backoff) = duration(self, "backoff", &r.backoff) {
+            policy.backoff = backoff;
+        }
+        if let Some(retry_on) = r.retry_on.as_deref().filter(|s| !s.trim().is_empty()) {
+            if let Err(e) = policy.set_retry_on(retry_on) {
+                self.error(&vs.source, format!("{at}.retryOn"), e);
+            }
+        }
+        if let Some(ignore) = r.retry_ignore_previous_hosts {
+            policy.other_hosts = ignore;
+        }
+        (self.errors.len() == before).then_some(Some(policy))
     }
 
     /// `rewrite`: the path rewrite and the authority, checked.

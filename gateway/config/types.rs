@@ -98,6 +98,12 @@ pub struct HttpRoute {
     pub rewrite: Option<HttpRewrite>,
     #[serde(default)]
     pub headers: Option<Headers>,
+    /// Istio duration; `0s` or absent: none.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Absent: Istio's default policy.
+    #[serde(default)]
+    pub retries: Option<HttpRetry>,
     #[serde(default)]
     pub redirect: Option<HttpRedirect>,
     #[serde(default)]
@@ -126,6 +132,26 @@ pub struct HeaderOperations {
     pub add: BTreeMap<String, String>,
     #[serde(default)]
     pub remove: Vec<String>,
+}
+
+/// Istio's `HTTPRetry`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpRetry {
+    #[serde(default)]
+    pub attempts: i64,
+    #[serde(default)]
+    pub per_try_timeout: Option<String>,
+    #[serde(default)]
+    pub retry_on: Option<String>,
+    /// Endpoints have no locality here: no other locality to retry in.
+    #[serde(default)]
+    pub retry_remote_localities: Option<bool>,
+    #[serde(default)]
+    pub retry_ignore_previous_hosts: Option<bool>,
+    /// The base interval between retries (Istio duration).
+    #[serde(default)]
+    pub backoff: Option<String>,
 }
 
 /// Istio's `HTTPRedirect`.

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -20,7 +20,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::{HttpPeer, Peer};
 use pingora::{Error, ErrorType, Result};
 
-pub use reject::{Rejection, NO_HEALTHY_UPSTREAM};
+pub use reject::{Rejection, NO_HEALTHY_UPSTREAM, RETRY_ON_STATUS, UPSTREAM_TIMEOUT};
 
 use crate::access_log::{redact_query, rfc3339, AccessLog, Entry};
 use crate::authz::{remote_ip, AuthzRequest, Decision};
@@ -28,8 +28,8 @@ use crate::jwt::authn::{strip_cookie, strip_query_param, Outcome};
 use crate::jwt::{Authenticated, TokenLocation};
 use crate::metrics::RouteMetrics;
 use crate::routing::{
-    host_without_port, Action, ClaimView, DirectResponse, HeaderOps, Redirect, RequestView, Route,
-    UriSpan,
+    host_without_port, Action, ClaimView, DirectResponse, Failure, Forward, HeaderOps, Redirect,
+    RequestView, Route, UriSpan,
 };
 use crate::snapshot::Snapshot;
 
@@ -87,6 +87,64 @@ pub struct RequestCtx {
     /// When the request went upstream, and to which endpoint.
     upstream_sent: Option<Instant>,
     upstream: Option<std::net::SocketAddr>,
+    /// Attempts made at the upstream so far (a retry is one more).
+    tries: u32,
+    /// Endpoints already tried; filled only when a retry happens.
+    tried: Vec<std::net::SocketAddr>,
+    /// When the route's `timeout` runs out (from the first attempt).
+    deadline: Option<Instant>,
+    /// The last attempt failed on a pooled connection the upstream had
+    /// closed: pingora tries again on a new one, which is not a retry.
+    stale_retry: bool,
+}
+
+impl RequestCtx {
+    /// The forwarding action of the route this request matched.
+    fn forward(&self) -> Option<&Forward> {
+        match &self.route.as_deref()?.action {
+            Action::Forward(forward) => Some(forward),
+            _ => None,
+        }
+    }
+
+    /// Whether the route's retry policy retries an attempt that failed
+    /// with `failure`: retries left, time left, nothing sent to the client
+    /// yet, and the request body still whole in the retry buffer.
+    fn may_retry(&self, session: &Session, failure: Option<Failure>) -> bool {
+        let Some(policy) = self.forward().and_then(|f| f.retry.as_ref()) else {
+            return false;
+        };
+        self.tries <= policy.retries
+            && self.time_left()
+            && session.response_written().is_none()
+            && !session.as_ref().retry_buffer_truncated()
+            && failure.is_none_or(|f| policy.retries_failure(f))
+    }
+
+    fn time_left(&self) -> bool {
+        self.deadline.is_none_or(|d| Instant::now() < d)
+    }
+}
+
+/// How a failed attempt counts for `retryOn`; `None` when the failure was
+/// not the upstream's (the client left, an internal error).
+fn failure_of(e: &Error) -> Option<Failure> {
+    if e.esource() != &pingora::ErrorSource::Upstream {
+        return None;
+    }
+    Some(match Rejection::from_proxy_error(e) {
+        Some(Rejection::ConnectFailure) => Failure::Connect,
+        Some(Rejection::UpstreamTimeout) => Failure::PerTryTimeout,
+        _ => Failure::Reset,
+    })
+}
+
+/// A random time below `ceiling` (the jitter of Envoy's backoff).
+fn jitter(ceiling: Duration) -> Duration {
+    use std::hash::BuildHasher;
+    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX).max(1);
+    let random = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+    Duration::from_nanos(random % nanos)
 }
 
 /// Removes the token from where it was found, leaving the rest intact.
@@ -366,6 +424,10 @@ impl ProxyHttp for Gateway {
             started: Instant::now(),
             upstream_sent: None,
             upstream: None,
+            tries: 0,
+            tried: Vec::new(),
+            deadline: None,
+            stale_retry: false,
         }
     }
 
@@ -438,18 +500,113 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// The endpoint for this attempt. A retry waits Envoy's jittered
+    /// backoff first and prefers an endpoint not tried yet; every attempt
+    /// is bounded by what is left of the route's `timeout` and by
+    /// `perTryTimeout`.
     async fn upstream_peer(
         &self,
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let peer = ctx
+        let snap = ctx.snap.clone();
+        let cluster = ctx
             .cluster
-            .and_then(|i| ctx.snap.clusters.get(i))
-            .and_then(|c| c.peer())
+            .and_then(|i| snap.clusters.get(i))
             .ok_or_else(|| Error::new(ErrorType::Custom(NO_HEALTHY_UPSTREAM)))?;
+        let (timeout, policy) = match ctx.forward() {
+            Some(f) => (f.timeout, f.retry.clone()),
+            None => (None, None),
+        };
+        if ctx.tries == 0 {
+            ctx.deadline = timeout.map(|t| Instant::now() + t);
+        }
+        if ctx.stale_retry {
+            // The same attempt again, on a fresh connection.
+            ctx.stale_retry = false;
+        } else {
+            if let (Some(policy), true) = (&policy, ctx.tries > 0) {
+                cluster.retries.inc();
+                if policy.other_hosts {
+                    ctx.tried.extend(ctx.upstream);
+                }
+                let mut wait = jitter(policy.backoff_ceiling(ctx.tries));
+                if let Some(deadline) = ctx.deadline {
+                    wait = wait.min(deadline.saturating_duration_since(Instant::now()));
+                }
+                tokio::time::sleep(wait).await;
+            }
+            ctx.tries += 1;
+        }
+        let remaining = ctx
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()));
+        if remaining.is_some_and(|r| r.is_zero()) {
+            return Err(Error::new(ErrorType::Custom(UPSTREAM_TIMEOUT)));
+        }
+        let mut peer = cluster
+            .peer_avoiding(&ctx.tried)
+            .ok_or_else(|| Error::new(ErrorType::Custom(NO_HEALTHY_UPSTREAM)))?;
+        let per_try = policy.and_then(|p| p.per_try_timeout);
+        let attempt = match (per_try, remaining) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(attempt) = attempt {
+            peer.options.read_timeout = Some(attempt);
+            peer.options.write_timeout = Some(attempt);
+        }
+        if let Some(remaining) = remaining {
+            let connect = cluster.connect_timeout().min(remaining);
+            peer.options.connection_timeout = Some(connect);
+            peer.options.total_connection_timeout = Some(connect);
+        }
         ctx.upstream = peer.address().as_inet().copied();
         Ok(peer)
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let retry = ctx.may_retry(session, Some(Failure::Connect));
+        e.set_retry(retry);
+        e
+    }
+
+    /// Retries as the route's policy says (any method, as Envoy: the
+    /// request body is replayed from pingora's retry buffer, and a retry
+    /// is never made once a byte of the answer reached the client).
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if matches!(e.etype(), ErrorType::Custom(RETRY_ON_STATUS)) {
+            // Decided in upstream_response_filter.
+            e.set_retry(true);
+            return e;
+        }
+        if matches!(e.retry, pingora::RetryType::ReusedOnly)
+            && client_reused
+            && session.req_header().method.is_idempotent()
+            && session.response_written().is_none()
+            && !session.as_ref().retry_buffer_truncated()
+        {
+            ctx.stale_retry = true;
+            e.set_retry(true);
+            return e;
+        }
+        let retry = failure_of(&e).is_some_and(|f| ctx.may_retry(session, Some(f)));
+        e.set_retry(retry);
+        e
     }
 
     async fn upstream_request_filter(
@@ -513,8 +670,8 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
-        _response: &mut ResponseHeader,
+        session: &mut Session,
+        response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let cluster = ctx.cluster.and_then(|i| ctx.snap.clusters.get(i));
@@ -523,7 +680,37 @@ impl ProxyHttp for Gateway {
                 .response_seconds
                 .observe(sent.elapsed().as_secs_f64());
         }
+        // A response the policy retries is dropped before any of it is
+        // sent on; the last attempt's is passed on whatever it is.
+        let retried = ctx
+            .forward()
+            .and_then(|f| f.retry.as_ref())
+            .is_some_and(|p| p.retries_response(response.status.as_u16(), &response.headers));
+        if retried && ctx.may_retry(session, None) {
+            let mut e = Error::new_up(ErrorType::Custom(RETRY_ON_STATUS));
+            e.set_retry(true);
+            return Err(e);
+        }
         Ok(())
+    }
+
+    /// The route's `timeout` also bounds the response body: past it, the
+    /// answer is cut off (Envoy resets the stream).
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if !end_of_stream && !ctx.time_left() {
+            return Err(Error::explain(
+                ErrorType::ReadTimedout,
+                "the route's timeout ran out during the response body",
+            )
+            .into_up());
+        }
+        Ok(None)
     }
 
     /// Every metric of a request is recorded here, once, and its access log

@@ -4,6 +4,7 @@
 mod headers;
 mod local;
 mod matchers;
+mod retry;
 mod rewrite;
 mod weighted;
 
@@ -17,6 +18,7 @@ pub use crate::jwt::claims::{ClaimPath, ClaimView, CLAIM_PREFIX};
 pub use headers::{operation_name, operation_value, HeaderOp, HeaderOps};
 pub use local::{DirectResponse, Redirect, RedirectPort};
 pub use matchers::StringMatcher;
+pub use retry::{Failure, RetryOn, RetryPolicy, MAX_RETRIES};
 pub use rewrite::{PathRewrite, UriSpan};
 pub use weighted::WeightedPicker;
 
@@ -247,6 +249,10 @@ pub struct Forward {
     picker: WeightedPicker,
     /// `rewrite.uri` or `rewrite.uriRegexRewrite`.
     pub rewrite: Option<PathRewrite>,
+    /// `timeout`: from the first attempt to the end of the response.
+    pub timeout: Option<std::time::Duration>,
+    /// `retries`; `None`: `attempts: 0`.
+    pub retry: Option<RetryPolicy>,
 }
 
 impl Forward {
@@ -256,6 +262,8 @@ impl Forward {
             destinations,
             picker,
             rewrite: None,
+            timeout: None,
+            retry: None,
         }
     }
 
