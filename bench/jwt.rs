@@ -235,6 +235,7 @@ fn route_select(c: &mut Criterion) {
                     ),
                     metrics: claimgate::metrics::RouteMetrics::new(&format!("route-{i}"), "-"),
                     response_headers: Default::default(),
+                    cors: None,
                 })
             }),
         );

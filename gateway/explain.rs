@@ -24,7 +24,7 @@ use crate::compile::{self, Shared};
 use crate::config::{self, Config, ConfigError};
 use crate::jwt::{parse, Authenticated, JwtError, KeySet, UnverifiedToken};
 use crate::proxy::{authz_request, listener_port, request_host, route_view, Rejection};
-use crate::routing::{Action, Condition, Forward, RequestView, Route, UriSpan};
+use crate::routing::{Action, Condition, CorsVerdict, Forward, RequestView, Route, UriSpan};
 use crate::snapshot::Snapshot;
 
 /// What to explain.
@@ -247,6 +247,42 @@ impl Trace<'_> {
                         known.join(", ")
                     }
                 );
+            }
+        }
+
+        // CORS, before authentication, on the route matched without claims.
+        let origin = req
+            .headers
+            .get(http::header::ORIGIN)
+            .filter(|o| !o.is_empty());
+        if let (Some(origin), true) = (origin, table.has_cors()) {
+            let view = route_view(req, &host, port, None);
+            let cors = table
+                .select(&view)
+                .and_then(|(r, _)| r.cors.as_deref().map(|c| (r, c)));
+            if let Some((route, cors)) = cors {
+                let shown = String::from_utf8_lossy(origin.as_bytes()).into_owned();
+                match cors.verdict(req.method.as_str(), &req.headers, origin) {
+                    CorsVerdict::Preflight(_) => {
+                        line!(
+                            self,
+                            "cors: preflight from {shown:?} answered by the corsPolicy of {} (before authentication)",
+                            route.name
+                        );
+                        line!(self, "answer: 200 CORS preflight");
+                        return self.out;
+                    }
+                    CorsVerdict::Allowed => line!(
+                        self,
+                        "cors: origin {shown:?} allowed by the corsPolicy of {}: the answer carries Access-Control-Allow-Origin",
+                        route.name
+                    ),
+                    CorsVerdict::None => line!(
+                        self,
+                        "cors: origin {shown:?} not allowed by the corsPolicy of {}",
+                        route.name
+                    ),
+                }
             }
         }
 

@@ -887,3 +887,160 @@ fn bad_timeouts_and_retries_are_refused_with_their_location() {
         );
     }
 }
+
+// -------------------------------------------------------------------- CORS
+
+#[test]
+fn a_preflight_is_answered_before_authentication_and_answers_carry_cors_headers() {
+    let jwks = jwks_server(&test_jwks());
+    let origins = [("alpha", echo_origin("alpha"))];
+    let gw = gateway_files(
+        &origins,
+        &virtual_service(
+            "cors",
+            r#"  - name: api
+    corsPolicy:
+      allowOrigins:
+      - exact: https://app.example.com
+      - regex: "https://[a-z]+\\.partner\\.example"
+      allowMethods: [GET, POST]
+      allowHeaders: [authorization, content-type]
+      exposeHeaders: [x-request-id]
+      maxAge: 600s
+      allowCredentials: true
+    route: [{destination: {host: alpha}}]
+"#,
+        ),
+        vec![
+            (
+                "authn.yaml",
+                test_request_authentication(&format!("http://{jwks}/jwks.json"), ""),
+            ),
+            (
+                "require-token.yaml",
+                "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: require-token, namespace: istio-system}\n\
+                 spec:\n  action: ALLOW\n  rules: [{from: [{source: {requestPrincipals: [\"*\"]}}]}]\n"
+                    .to_string(),
+            ),
+        ],
+    );
+    let port = gw.port;
+    let preflight = |origin: &str, extra: &str| {
+        raw_request(
+            port,
+            &format!(
+                "OPTIONS /api/items HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\n\
+                 Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization\r\n{extra}Connection: close\r\n\r\n"
+            ),
+        )
+        .unwrap()
+    };
+
+    // A preflight needs no token, and even a bad one is not looked at.
+    for extra in ["", "Authorization: Bearer not.a.token\r\n"] {
+        let r = preflight("https://app.example.com", extra);
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            Some("https://app.example.com")
+        );
+        assert_eq!(r.header("access-control-allow-methods"), Some("GET,POST"));
+        assert_eq!(
+            r.header("access-control-allow-headers"),
+            Some("authorization,content-type")
+        );
+        assert_eq!(r.header("access-control-max-age"), Some("600"));
+        assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+        assert_eq!(r.body, "");
+    }
+    let r = preflight("https://shop.partner.example", "");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://shop.partner.example")
+    );
+
+    // A preflight from another origin goes on like any request: here the
+    // policy wants a token, so 403, and no CORS headers.
+    let r = preflight("https://evil.example", "");
+    assert_eq!(r.status, 403);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+
+    // Actual requests from an allowed origin: the answer carries the origin,
+    // credentials and exposed headers, whoever answered.
+    let token = rs256(claims(serde_json::json!({})));
+    let r = get(
+        port,
+        "/api/items",
+        &["Origin: https://app.example.com", &bearer(&token)],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(origin_of(&r), "alpha");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(
+        r.header("access-control-expose-headers"),
+        Some("x-request-id")
+    );
+    // A refusal too, so the browser lets the page read it.
+    let r = get(port, "/api/items", &["Origin: https://app.example.com"]);
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let r = get(
+        port,
+        "/api/items",
+        &[
+            "Origin: https://app.example.com",
+            "Authorization: Bearer bad",
+        ],
+    );
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    // Another origin gets nothing.
+    let r = get(
+        port,
+        "/api/items",
+        &["Origin: https://evil.example", &bearer(&token)],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+}
+
+#[test]
+fn bad_cors_policies_are_refused_with_their_location() {
+    let stderr = check_fails(
+        &["alpha"],
+        &virtual_service(
+            "bad",
+            r#"  - corsPolicy:
+      allowOrigins: [{exact: ""}, {regex: "("}]
+      allowMethods: [FETCH]
+      allowHeaders: ["bad header"]
+      maxAge: 1.5s
+      unmatchedPreflights: DROP
+    route: [{destination: {host: alpha}}]
+"#,
+        ),
+    );
+    for expected in [
+        "spec.http[0].corsPolicy.allowOrigins[0]: an origin match must not be empty",
+        "spec.http[0].corsPolicy.allowOrigins[1]: invalid regex",
+        "spec.http[0].corsPolicy.allowMethods[0]: `FETCH` is not a supported HTTP method",
+        "spec.http[0].corsPolicy.allowHeaders[0]: `bad header` is not a valid header name",
+        "spec.http[0].corsPolicy.maxAge: max_age duration is accurate only to seconds precision",
+        "spec.http[0].corsPolicy.unmatchedPreflights: `DROP` is not FORWARD or IGNORE",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
+}

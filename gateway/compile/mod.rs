@@ -18,7 +18,7 @@ use http::{HeaderName, HeaderValue};
 
 use crate::authz::Authorizer;
 use crate::config::{
-    parse_duration, Config, ConfigError, ConfigErrors, GatewaySpec, Headers, HttpBody,
+    parse_duration, Config, ConfigError, ConfigErrors, CorsPolicy, GatewaySpec, Headers, HttpBody,
     HttpDirectResponse, HttpRedirect, HttpRetry, HttpRewrite, HttpRoute, JwtRule, Resource,
     ServiceEntrySpec, Source, StringMatch, VirtualServiceSpec,
 };
@@ -27,7 +27,7 @@ use crate::jwt::authn::{KeyRefetch, Outputs};
 use crate::jwt::{Authenticator, KeySet, Provider, TokenCache, TokenLocation, Validation};
 use crate::metrics::RouteMetrics;
 use crate::routing::{
-    operation_name, operation_value, Action, ClaimPath, Condition, DirectResponse, Forward,
+    operation_name, operation_value, Action, ClaimPath, Condition, Cors, DirectResponse, Forward,
     HeaderOp, HeaderOps, HostTable, MatchRule, PathRewrite, Redirect, RedirectPort, RetryPolicy,
     Route, RouteDestination, StringMatcher, UriSpan, WeightedPicker, MAX_RETRIES,
 };
@@ -609,6 +609,10 @@ impl Compiler {
         };
         let headers = self.header_ops(vs, &format!("{path}.headers"), route.headers.as_ref());
         let headers = headers.unwrap_or_default();
+        let cors = route
+            .cors_policy
+            .as_ref()
+            .and_then(|c| self.cors(vs, &format!("{path}.corsPolicy"), c));
         let action = match (&route.redirect, &route.direct_response) {
             (Some(_), Some(_)) => {
                 self.error(
@@ -631,7 +635,117 @@ impl Compiler {
             matches,
             action: action?,
             response_headers: headers.response(),
+            cors: cors.map(Box::new),
         }))
+    }
+
+    /// `corsPolicy`, checked as Istio validates it.
+    fn cors(
+        &mut self,
+        vs: &Resource<VirtualServiceSpec>,
+        at: &str,
+        c: &CorsPolicy,
+    ) -> Option<Cors> {
+        const METHODS: &[&str] = &[
+            "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE",
+        ];
+        let before = self.errors.len();
+        let mut origins = Vec::new();
+        match (&c.allow_origins, &c.allow_origin) {
+            (Some(matches), _) => {
+                for (i, m) in matches.iter().enumerate() {
+                    let field = format!("{at}.allowOrigins[{i}]");
+                    let empty = [&m.exact, &m.prefix, &m.regex]
+                        .iter()
+                        .all(|v| v.as_deref().is_none_or(str::is_empty));
+                    if empty {
+                        self.error(&vs.source, field, "an origin match must not be empty");
+                        continue;
+                    }
+                    match StringMatcher::compile(m, false, false) {
+                        Ok(matcher) => origins.push(matcher),
+                        Err(e) => self.error(&vs.source, field, e),
+                    }
+                }
+            }
+            (None, Some(exact)) => {
+                origins.extend(exact.iter().map(|o| StringMatcher::Exact(o.clone())));
+            }
+            (None, None) => {}
+        }
+        for (i, method) in c.allow_methods.iter().enumerate() {
+            if !METHODS.contains(&method.as_str()) {
+                self.error(
+                    &vs.source,
+                    format!("{at}.allowMethods[{i}]"),
+                    format!("`{method}` is not a supported HTTP method"),
+                );
+            }
+        }
+        let joined = |c: &mut Self, field: &str, names: &[String]| -> Option<HeaderValue> {
+            for (i, name) in names.iter().enumerate() {
+                let ok = name == "*"
+                    || (!name.is_empty()
+                        && name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+                if !ok {
+                    c.error(
+                        &vs.source,
+                        format!("{at}.{field}[{i}]"),
+                        format!("`{name}` is not a valid header name"),
+                    );
+                }
+            }
+            if names.is_empty() {
+                return None;
+            }
+            HeaderValue::from_str(&names.join(",")).ok()
+        };
+        let allow_headers = joined(self, "allowHeaders", &c.allow_headers);
+        let expose_headers = joined(self, "exposeHeaders", &c.expose_headers);
+        let allow_methods = if c.allow_methods.is_empty() {
+            None
+        } else {
+            HeaderValue::from_str(&c.allow_methods.join(",")).ok()
+        };
+        let max_age = match c.max_age.as_deref().map(parse_duration) {
+            None => None,
+            Some(Ok(d)) if d.subsec_nanos() == 0 => Some(HeaderValue::from(d.as_secs())),
+            Some(Ok(_)) => {
+                self.error(
+                    &vs.source,
+                    format!("{at}.maxAge"),
+                    "max_age duration is accurate only to seconds precision",
+                );
+                None
+            }
+            Some(Err(e)) => {
+                self.error(&vs.source, format!("{at}.maxAge"), e);
+                None
+            }
+        };
+        let forward_unmatched_preflights = match c.unmatched_preflights.as_deref() {
+            None | Some("FORWARD") | Some("UNSPECIFIED") => true,
+            Some("IGNORE") => false,
+            Some(other) => {
+                self.error(
+                    &vs.source,
+                    format!("{at}.unmatchedPreflights"),
+                    format!("`{other}` is not FORWARD or IGNORE"),
+                );
+                true
+            }
+        };
+        (self.errors.len() == before).then_some(Cors {
+            origins,
+            allow_methods,
+            allow_headers,
+            expose_headers,
+            max_age,
+            allow_credentials: c.allow_credentials.unwrap_or(false),
+            forward_unmatched_preflights,
+        })
     }
 
     /// A `headers` block: its operations, checked as Istio validates them

@@ -108,6 +108,33 @@ pub struct HttpRoute {
     pub redirect: Option<HttpRedirect>,
     #[serde(default)]
     pub direct_response: Option<HttpDirectResponse>,
+    #[serde(default)]
+    pub cors_policy: Option<CorsPolicy>,
+}
+
+/// Istio's `CorsPolicy`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CorsPolicy {
+    #[serde(default)]
+    pub allow_origins: Option<Vec<StringMatch>>,
+    /// Deprecated in Istio: exact origins, read when `allowOrigins` is absent.
+    #[serde(default)]
+    pub allow_origin: Option<Vec<String>>,
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// Istio duration, whole seconds.
+    #[serde(default)]
+    pub max_age: Option<String>,
+    #[serde(default)]
+    pub allow_credentials: Option<bool>,
+    /// `FORWARD` (default) or `IGNORE`.
+    #[serde(default)]
+    pub unmatched_preflights: Option<String>,
 }
 
 /// Istio's `Headers`: operations on the request sent upstream and on the

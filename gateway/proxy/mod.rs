@@ -28,8 +28,8 @@ use crate::jwt::authn::{strip_cookie, strip_query_param, Outcome};
 use crate::jwt::{Authenticated, TokenLocation};
 use crate::metrics::RouteMetrics;
 use crate::routing::{
-    host_without_port, Action, ClaimView, DirectResponse, Failure, Forward, HeaderOps, Redirect,
-    RequestView, Route, UriSpan,
+    host_without_port, Action, ClaimView, CorsVerdict, DirectResponse, Failure, Forward, HeaderOps,
+    Redirect, RequestView, Route, UriSpan,
 };
 use crate::snapshot::Snapshot;
 
@@ -96,6 +96,9 @@ pub struct RequestCtx {
     /// The last attempt failed on a pooled connection the upstream had
     /// closed: pingora tries again on a new one, which is not a retry.
     stale_retry: bool,
+    /// A CORS request from an allowed origin: the route whose policy
+    /// allowed it (matched before authentication), and the origin.
+    cors: Option<(Arc<Route>, http::HeaderValue)>,
 }
 
 impl RequestCtx {
@@ -275,6 +278,17 @@ fn response_headers(ctx: &RequestCtx) -> Option<&HeaderOps> {
     (!ops.is_empty()).then_some(ops)
 }
 
+/// The CORS response headers of a request from an allowed origin (after
+/// the route's own operations: Envoy's CORS filter encodes last).
+fn apply_cors(ctx: &RequestCtx, response: &mut ResponseHeader) -> Result<()> {
+    if let Some((route, origin)) = &ctx.cors {
+        if let Some(cors) = &route.cors {
+            cors.apply(origin, response)?;
+        }
+    }
+    Ok(())
+}
+
 /// The counters a request is recorded in: its route's, for the cluster it
 /// was sent to, or the unrouted ones.
 fn route_metrics(ctx: &RequestCtx) -> &RouteMetrics {
@@ -345,6 +359,37 @@ impl Gateway {
         self.answer(session, ctx, header, body).await
     }
 
+    /// Envoy's CORS filter, on the route the request matches before its
+    /// token is read: latches an allowed origin in `ctx.cors`, and returns
+    /// the headers of a preflight to answer now.
+    fn cors(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> Option<Vec<(http::HeaderName, http::HeaderValue)>> {
+        let table = ctx
+            .snap
+            .listeners
+            .get(&self.listener)
+            .filter(|t| t.has_cors())?;
+        let req = session.req_header();
+        let origin = req
+            .headers
+            .get(http::header::ORIGIN)
+            .filter(|o| !o.is_empty())?;
+        let host = request_host(req);
+        let (route, _) = table.select(&route_view(req, &host, self.port, None))?;
+        let cors = route.cors.as_deref()?;
+        match cors.verdict(req.method.as_str(), &req.headers, origin) {
+            CorsVerdict::None => None,
+            CorsVerdict::Allowed => {
+                ctx.cors = Some((route.clone(), origin.clone()));
+                None
+            }
+            CorsVerdict::Preflight(headers) => Some(headers),
+        }
+    }
+
     /// Writes an answer of the gateway's own (a rejection, a redirect, a
     /// direct response): every such answer goes out here.
     async fn answer(
@@ -360,6 +405,7 @@ impl Gateway {
         if let Some(ops) = response_headers(ctx) {
             ops.apply_response(&mut header)?;
         }
+        apply_cors(ctx, &mut header)?;
         session
             .write_response_header(header, body.is_empty())
             .await?;
@@ -428,12 +474,24 @@ impl ProxyHttp for Gateway {
             tried: Vec::new(),
             deadline: None,
             stale_retry: false,
+            cors: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         if self.handed_over.load(Ordering::Relaxed) {
             session.set_keepalive(None);
+        }
+        // CORS comes first, as Envoy's CORS filter runs before jwt_authn.
+        if let Some(preflight) = self.cors(session, ctx) {
+            let mut header = ResponseHeader::build(200, Some(preflight.len() + 1))?;
+            for (name, value) in preflight {
+                header.insert_header(name, value)?;
+            }
+            header.insert_header(http::header::CONTENT_LENGTH, "0")?;
+            return self
+                .answer(session, ctx, Box::new(header), Bytes::new())
+                .await;
         }
         let req = session.req_header();
         let now = unix_now();
@@ -665,6 +723,7 @@ impl ProxyHttp for Gateway {
         if let Some(ops) = response_headers(ctx) {
             ops.apply_response(response)?;
         }
+        apply_cors(ctx, response)?;
         Ok(())
     }
 

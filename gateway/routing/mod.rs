@@ -1,6 +1,7 @@
 //! The route table one listener serves: virtual hosts by `Host`, and in each
 //! the ordered HTTP routes whose first match wins.
 
+mod cors;
 mod headers;
 mod local;
 mod matchers;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName};
 
 pub use crate::jwt::claims::{ClaimPath, ClaimView, CLAIM_PREFIX};
+pub use cors::{Cors, CorsVerdict};
 pub use headers::{operation_name, operation_value, HeaderOp, HeaderOps};
 pub use local::{DirectResponse, Redirect, RedirectPort};
 pub use matchers::StringMatcher;
@@ -197,6 +199,8 @@ pub struct Route {
     pub metrics: Arc<RouteMetrics>,
     /// `headers.response` of the route, for the answers it gives itself.
     pub response_headers: HeaderOps,
+    /// `corsPolicy`.
+    pub cors: Option<Box<Cors>>,
 }
 
 impl Route {
@@ -325,12 +329,16 @@ pub struct HostTable {
     /// `*.example.com` as (`.example.com`, routes), longest suffix first.
     suffixes: Vec<(String, Vec<Arc<Route>>)>,
     any: Option<Vec<Arc<Route>>>,
+    /// Some route has a `corsPolicy`.
+    cors: bool,
 }
 
 impl HostTable {
     /// Adds routes under a host pattern (`*`, `*.example.com` or exact), after
     /// any routes the pattern already has.
     pub fn add(&mut self, host: &str, routes: impl IntoIterator<Item = Arc<Route>>) {
+        let routes: Vec<Arc<Route>> = routes.into_iter().collect();
+        self.cors |= routes.iter().any(|r| r.cors.is_some());
         let host = host.to_ascii_lowercase();
         let list = if host == "*" {
             self.any.get_or_insert_with(Vec::new)
@@ -352,6 +360,11 @@ impl HostTable {
             self.exact.entry(host).or_default()
         };
         list.extend(routes);
+    }
+
+    /// Whether any route has a `corsPolicy` (else Origin is not looked at).
+    pub fn has_cors(&self) -> bool {
+        self.cors
     }
 
     /// The routes of the most specific virtual host for `host` (lower case,
@@ -419,6 +432,7 @@ mod tests {
             action: Action::to_cluster(0, RouteMetrics::new(name, "c")),
             metrics: RouteMetrics::new(name, crate::metrics::NONE),
             response_headers: HeaderOps::default(),
+            cors: None,
         })
     }
 
