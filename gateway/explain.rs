@@ -317,7 +317,7 @@ impl Trace<'_> {
         }
         for (i, route) in routes.iter().enumerate() {
             if route.matches(&view) {
-                line!(self, "  {}: matched", route.name);
+                line!(self, "  {}: matched", label(route));
                 if i + 1 < routes.len() {
                     line!(
                         self,
@@ -828,12 +828,13 @@ impl Trace<'_> {
                     .map(|c| (j, m.name.as_deref(), why(c, view)))
             })
             .collect();
+        let name = label(route);
         match failing.as_slice() {
             [(_, _, why)] if route.matches.len() == 1 => {
-                line!(self, "  {}: no match: {why}", route.name)
+                line!(self, "  {name}: no match: {why}")
             }
             _ => {
-                line!(self, "  {}: no match", route.name);
+                line!(self, "  {name}: no match");
                 for (j, name, why) in failing {
                     let name = name.map_or(String::new(), |n| format!(" ({n})"));
                     line!(self, "    match[{j}]{name}: {why}");
@@ -872,6 +873,19 @@ impl Trace<'_> {
                 "upstream request: the token is removed from {location}"
             );
         }
+    }
+}
+
+/// A route's name, and which of its `http[]` route's match entries it is
+/// when there are several (Istio makes a route of each).
+fn label(route: &Route) -> String {
+    match route.entry {
+        Some((j, n)) if n > 1 => {
+            let name = route.matches.first().and_then(|m| m.name.as_deref());
+            let name = name.map_or(String::new(), |l| format!(" ({l})"));
+            format!("{} match[{j}]{name}", route.name)
+        }
+        _ => route.name.to_string(),
     }
 }
 

@@ -1044,3 +1044,47 @@ fn bad_cors_policies_are_refused_with_their_location() {
         );
     }
 }
+
+// ------------------------------------------------- several VirtualServices
+
+#[test]
+fn virtual_services_on_one_host_merge_as_istio_merges_them() {
+    // `first` has a catch-all entry; in Istio a VirtualService's routes end
+    // at its first catch-all, and the merged host's catch-alls go last, so
+    // `second`'s routes are reachable.
+    let first = virtual_service(
+        "first",
+        r#"  - name: a
+    match: [{uri: {prefix: /a}}, {uri: {prefix: /}}]
+    route: [{destination: {host: alpha}}]
+  - name: late
+    match: [{uri: {prefix: /late}}]
+    route: [{destination: {host: beta}}]
+"#,
+    );
+    let second = virtual_service(
+        "second",
+        r#"  - name: b
+    match: [{uri: {prefix: /b}}]
+    route: [{destination: {host: gamma}}]
+  - name: late
+    match: [{uri: {prefix: /late}}]
+    route: [{destination: {host: gamma}}]
+  - name: by-header
+    match: [{uri: {prefix: /}, headers: {x-v2: {exact: "1"}}}]
+    route: [{destination: {host: beta}}]
+"#,
+    );
+    let gw = gateway(
+        &["alpha", "beta", "gamma"],
+        &format!("{first}---\n{second}"),
+    );
+    let via = |path: &str, headers: &[&str]| origin_of(&get(gw.port, path, headers));
+    assert_eq!(via("/a", &[]), "alpha");
+    assert_eq!(via("/b", &[]), "gamma");
+    // `first`'s /late came after its catch-all: it is not there.
+    assert_eq!(via("/late", &[]), "gamma");
+    // A prefix `/` with a header condition is not a catch-all.
+    assert_eq!(via("/zzz", &["x-v2: 1"]), "beta");
+    assert_eq!(via("/zzz", &[]), "alpha");
+}

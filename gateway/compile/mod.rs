@@ -26,6 +26,7 @@ use crate::jwks::{JwksConfig, JwksRegistry};
 use crate::jwt::authn::{KeyRefetch, Outputs};
 use crate::jwt::{Authenticator, KeySet, Provider, TokenCache, TokenLocation, Validation};
 use crate::metrics::RouteMetrics;
+use crate::proxy::listener_port;
 use crate::routing::{
     operation_name, operation_value, Action, ClaimPath, Condition, Cors, DirectResponse, Forward,
     HeaderOp, HeaderOps, HostTable, MatchRule, PathRewrite, Redirect, RedirectPort, RetryPolicy,
@@ -176,6 +177,11 @@ pub fn compile(config: &Config, shared: &Shared) -> Result<Snapshot, ConfigError
     let services = c.service_entries(config);
     for vs in &config.virtual_services {
         c.virtual_service(vs, &gateways, &services);
+    }
+    // Several VirtualServices on one host: their routes were appended in
+    // load order; catch-all routes now go last (Istio's merge).
+    for (addr, table) in &mut c.listeners {
+        table.sort_catch_alls(listener_port(addr));
     }
     let authn = c.authenticator(config, shared);
     let mut policies = Vec::new();
@@ -450,6 +456,7 @@ impl Compiler {
             .iter()
             .enumerate()
             .filter_map(|(i, r)| self.route(vs, i, r, services))
+            .flatten()
             .collect();
         if self.errors.len() != before {
             return;
@@ -471,7 +478,7 @@ impl Compiler {
                         any = true;
                         if attached.insert((addr.clone(), effective.clone())) {
                             if let Some(table) = self.listeners.get_mut(addr) {
-                                table.add(&effective, routes.iter().cloned());
+                                table.add(&effective, on_listener(&routes, listener_port(addr)));
                             }
                         }
                     }
@@ -493,7 +500,7 @@ impl Compiler {
         index: usize,
         route: &HttpRoute,
         services: &HashMap<String, Service<'_>>,
-    ) -> Option<Arc<Route>> {
+    ) -> Option<Vec<Arc<Route>>> {
         let path = format!("spec.http[{index}]");
         let before = self.errors.len();
         let mut matches = Vec::new();
@@ -629,14 +636,39 @@ impl Compiler {
         if self.errors.len() != before {
             return None;
         }
-        Some(Arc::new(Route {
-            metrics: RouteMetrics::new(&name, crate::metrics::NONE),
-            name: name.into(),
-            matches,
-            action: action?,
-            response_headers: headers.response(),
-            cors: cors.map(Box::new),
-        }))
+        // Istio makes a route of each match entry (none: one catch-all).
+        let action = action?;
+        let name: Arc<str> = name.into();
+        let metrics = RouteMetrics::new(&name, crate::metrics::NONE);
+        let response_headers = headers.response();
+        let cors = cors.map(Box::new);
+        let count = matches.len();
+        type Entry = (Option<(usize, usize)>, Vec<MatchRule>);
+        let entries: Vec<Entry> = if count == 0 {
+            vec![(None, Vec::new())]
+        } else {
+            matches
+                .into_iter()
+                .enumerate()
+                .map(|(j, m)| (Some((j, count)), vec![m]))
+                .collect()
+        };
+        Some(
+            entries
+                .into_iter()
+                .map(|(entry, matches)| {
+                    Arc::new(Route {
+                        name: name.clone(),
+                        entry,
+                        matches,
+                        action: action.clone(),
+                        metrics: metrics.clone(),
+                        response_headers: response_headers.clone(),
+                        cors: cors.clone(),
+                    })
+                })
+                .collect(),
+        )
     }
 
     /// `corsPolicy`, checked as Istio validates it.
@@ -1562,6 +1594,21 @@ fn output_header(name: &str) -> Result<HeaderName, String> {
         return Err(format!("`{name}` cannot be written from a token"));
     }
     Ok(header)
+}
+
+/// A VirtualService's routes as a listener on `port` has them (Istio's
+/// `BuildHTTPRoutesForVirtualService`): without those whose `match.port`
+/// is another port, and without any after the first catch-all route,
+/// which nothing could reach.
+fn on_listener(routes: &[Arc<Route>], port: u16) -> Vec<Arc<Route>> {
+    let mut out = Vec::with_capacity(routes.len());
+    for route in routes.iter().filter(|r| r.on_port(port)) {
+        out.push(route.clone());
+        if route.catch_all(port) {
+            break;
+        }
+    }
+    out
 }
 
 /// The header operations of one level (a route or a destination):

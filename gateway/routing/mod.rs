@@ -187,12 +187,16 @@ impl MatchRule {
 }
 
 /// An HTTP route: any of its `match` entries (none: every request), and
-/// what the gateway does with a request it matches.
+/// what the gateway does with a request it matches. Istio turns each
+/// `match` entry of an `http[]` route into a route of its own, and so does
+/// the compiler: a compiled route has at most one entry.
 #[derive(Debug)]
 pub struct Route {
     /// `<namespace>/<virtualservice>/<name>`, or `.../http[<index>]` for an
     /// unnamed route: bounded, from config.
     pub name: Arc<str>,
+    /// Which `match` entry of its `http[]` route this is, of how many.
+    pub entry: Option<(usize, usize)>,
     pub matches: Vec<MatchRule>,
     pub action: Action,
     /// The counters of requests the route answers itself (cluster `(none)`).
@@ -208,6 +212,33 @@ impl Route {
         self.matching(req).is_some()
     }
 
+    /// Whether the route is on listener `port`: Istio leaves a route whose
+    /// `match.port` is another port out of that listener's routes.
+    pub fn on_port(&self, port: u16) -> bool {
+        self.matches.iter().all(|m| {
+            m.conditions
+                .iter()
+                .all(|c| !matches!(c, Condition::Port(p) if *p != port))
+        })
+    }
+
+    /// Istio's `IsCatchAllRoute`, on listener `port`: the path condition is
+    /// the prefix `/` or the regex `.*` (or there is none), and nothing else
+    /// is looked at (headers, method, authority, scheme, query, claims).
+    pub fn catch_all(&self, port: u16) -> bool {
+        self.matches.iter().all(|m| {
+            m.conditions.iter().all(|c| match c {
+                Condition::Port(p) => *p == port,
+                Condition::Uri { matcher, .. } => match matcher {
+                    StringMatcher::Prefix(p) => p == "/",
+                    StringMatcher::Regex(r) => r.as_str() == "^(?:.*)$",
+                    _ => false,
+                },
+                _ => false,
+            })
+        })
+    }
+
     /// What the first matching entry matched of the path (Envoy's prefix
     /// `/` for a route without entries); `None` when no entry matches.
     pub fn matching(&self, req: &RequestView<'_>) -> Option<UriSpan> {
@@ -219,7 +250,7 @@ impl Route {
 }
 
 /// What a route does with the requests it matches.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Action {
     /// Proxy to one of the destinations.
     Forward(Forward),
@@ -246,11 +277,12 @@ impl Action {
 }
 
 /// `route[]`: the destinations and how requests are split across them,
-/// and what is changed in the request on the way.
-#[derive(Debug)]
+/// and what is changed in the request on the way. A clone shares the
+/// split's counter (the routes of one `http[]` route's entries share it).
+#[derive(Debug, Clone)]
 pub struct Forward {
     pub destinations: Vec<RouteDestination>,
-    picker: WeightedPicker,
+    picker: Arc<WeightedPicker>,
     /// `rewrite.uri` or `rewrite.uriRegexRewrite`.
     pub rewrite: Option<PathRewrite>,
     /// `timeout`: from the first attempt to the end of the response.
@@ -264,7 +296,7 @@ impl Forward {
     pub fn new(destinations: Vec<RouteDestination>, picker: WeightedPicker) -> Forward {
         Forward {
             destinations,
-            picker,
+            picker: Arc::new(picker),
             rewrite: None,
             timeout: None,
             retry: None,
@@ -284,7 +316,7 @@ impl Forward {
 }
 
 /// One `route[]` entry.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RouteDestination {
     /// Index into the snapshot's clusters.
     pub cluster: usize,
@@ -362,6 +394,23 @@ impl HostTable {
         list.extend(routes);
     }
 
+    /// Moves the catch-all routes of every virtual host to its end, the
+    /// others keeping their order (Istio's `SortVHostRoutes`, applied once
+    /// every VirtualService of the listener on `port` is added).
+    pub fn sort_catch_alls(&mut self, port: u16) {
+        let lists = self
+            .exact
+            .values_mut()
+            .chain(self.suffixes.iter_mut().map(|(_, r)| r))
+            .chain(self.any.iter_mut());
+        for routes in lists {
+            let (catch_all, specific): (Vec<_>, Vec<_>) =
+                routes.drain(..).partition(|r| r.catch_all(port));
+            routes.extend(specific);
+            routes.extend(catch_all);
+        }
+    }
+
     /// Whether any route has a `corsPolicy` (else Origin is not looked at).
     pub fn has_cors(&self) -> bool {
         self.cors
@@ -428,6 +477,7 @@ mod tests {
     fn route(name: &str) -> Arc<Route> {
         Arc::new(Route {
             name: name.into(),
+            entry: None,
             matches: Vec::new(),
             action: Action::to_cluster(0, RouteMetrics::new(name, "c")),
             metrics: RouteMetrics::new(name, crate::metrics::NONE),
