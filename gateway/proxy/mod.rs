@@ -572,9 +572,16 @@ impl ProxyHttp for Gateway {
             .cluster
             .and_then(|i| snap.clusters.get(i))
             .ok_or_else(|| Error::new(ErrorType::Custom(NO_HEALTHY_UPSTREAM)))?;
-        let (timeout, policy) = match ctx.forward() {
-            Some(f) => (f.timeout, f.retry.clone()),
-            None => (None, None),
+        // What this attempt needs of the route, copied out (no allocation).
+        let (timeout, per_try, retry) = match ctx.forward() {
+            Some(f) => (
+                f.timeout,
+                f.retry.as_ref().and_then(|p| p.per_try_timeout),
+                f.retry
+                    .as_ref()
+                    .map(|p| (p.other_hosts, p.backoff_ceiling(ctx.tries))),
+            ),
+            None => (None, None, None),
         };
         if ctx.tries == 0 {
             ctx.deadline = timeout.map(|t| Instant::now() + t);
@@ -583,12 +590,12 @@ impl ProxyHttp for Gateway {
             // The same attempt again, on a fresh connection.
             ctx.stale_retry = false;
         } else {
-            if let (Some(policy), true) = (&policy, ctx.tries > 0) {
+            if let (Some((other_hosts, backoff)), true) = (retry, ctx.tries > 0) {
                 cluster.retries.inc();
-                if policy.other_hosts {
+                if other_hosts {
                     ctx.tried.extend(ctx.upstream);
                 }
-                let mut wait = jitter(policy.backoff_ceiling(ctx.tries));
+                let mut wait = jitter(backoff);
                 if let Some(deadline) = ctx.deadline {
                     wait = wait.min(deadline.saturating_duration_since(Instant::now()));
                 }
@@ -605,7 +612,6 @@ impl ProxyHttp for Gateway {
         let mut peer = cluster
             .peer_avoiding(&ctx.tried)
             .ok_or_else(|| Error::new(ErrorType::Custom(NO_HEALTHY_UPSTREAM)))?;
-        let per_try = policy.and_then(|p| p.per_try_timeout);
         let attempt = match (per_try, remaining) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
