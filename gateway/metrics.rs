@@ -53,6 +53,8 @@ pub struct Metrics {
     pub upstream_response: HistogramVec,
     /// `claimgate_upstream_retries_total{cluster}`.
     pub upstream_retries: IntCounterVec,
+    /// `claimgate_mirror_requests_total{cluster, result}`.
+    pub mirror_requests: IntCounterVec,
     /// `claimgate_jwt_validations_total{issuer, result}`.
     pub jwt_validations: IntCounterVec,
     /// `claimgate_jwt_cache_{hits,misses,evictions}_total`.
@@ -251,6 +253,12 @@ impl Metrics {
             "Attempts made again after a failed one (a retry policy), by cluster.",
             &["cluster"],
         );
+        let mirror_requests = counter_vec(
+            &registry,
+            "claimgate_mirror_requests_total",
+            "Request copies sent to a mirror, by cluster and result (ok: answered; error; timeout; dropped: too many in flight; too_large: a body over 64 KiB).",
+            &["cluster", "result"],
+        );
         let jwt_validations = counter_vec(
             &registry,
             "claimgate_jwt_validations_total",
@@ -316,6 +324,7 @@ impl Metrics {
             request_duration,
             upstream_response,
             upstream_retries,
+            mirror_requests,
             jwt_validations,
             jwt_cache_hits,
             jwt_cache_misses,

@@ -96,37 +96,53 @@ fn check_fails(origins: &[&str], virtual_services: &str) -> String {
     stderr
 }
 
+/// The requests a scripted origin got, head and body, as text.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
 /// An origin that answers every request with `status` and the body `name`,
-/// after `delay`, counting the requests it got: a failing or slow endpoint.
+/// after `delay`, keeping every request it got: a failing, slow or
+/// mirror endpoint.
 fn scripted_origin(
     name: &'static str,
     status: u16,
     delay: std::time::Duration,
-) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use std::io::{BufRead, Write};
-    use std::sync::atomic::Ordering;
+) -> (SocketAddr, Seen) {
+    use std::io::{BufRead, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = count.clone();
+    let seen: Seen = Default::default();
+    let kept = seen.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let counted = counted.clone();
+            let kept = kept.clone();
             std::thread::spawn(move || {
                 let mut reader = std::io::BufReader::new(stream);
                 loop {
-                    // A request without a body: its head, up to the empty line.
-                    let mut line = String::new();
-                    let mut lines = 0;
+                    // The head, up to the empty line, then a Content-Length body.
+                    let mut request = String::new();
+                    let mut length = 0usize;
                     loop {
-                        line.clear();
+                        let mut line = String::new();
                         match reader.read_line(&mut line) {
                             Ok(0) | Err(_) => return,
-                            Ok(_) if line == "\r\n" && lines > 0 => break,
-                            Ok(_) => lines += 1,
+                            Ok(_) if line == "\r\n" && !request.is_empty() => break,
+                            Ok(_) => {
+                                if let Some((k, v)) = line.split_once(':') {
+                                    if k.eq_ignore_ascii_case("content-length") {
+                                        length = v.trim().parse().unwrap_or(0);
+                                    }
+                                }
+                                request.push_str(&line);
+                            }
                         }
                     }
-                    counted.fetch_add(1, Ordering::SeqCst);
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    request.push_str("\r\n");
+                    request.push_str(&String::from_utf8_lossy(&body));
+                    kept.lock().unwrap().push(request);
                     std::thread::sleep(delay);
                     let answer = format!(
                         "HTTP/1.1 {status} Scripted\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{name}",
@@ -139,7 +155,7 @@ fn scripted_origin(
             });
         }
     });
-    (addr, count)
+    (addr, seen)
 }
 
 /// A ServiceEntry `name` (port 8000) whose endpoints are `addrs`, each
@@ -757,14 +773,11 @@ fn retries_hide_an_endpoint_that_answers_503() {
     assert_eq!(none.iter().filter(|&&s| s == 503).count(), 5, "{none:?}");
     // Istio's default policy (no `retries`) retries a 503 on another endpoint.
     for path in ["/default", "/server-error", "/gateway-error"] {
-        let before = hits.load(std::sync::atomic::Ordering::SeqCst);
+        let before = hits.lock().unwrap().len();
         let got = statuses(gw.port, path, 20);
         assert!(got.iter().all(|&s| s == 200), "{path}: {got:?}");
         // The bad endpoint was tried, and its answers were not passed on.
-        assert!(
-            hits.load(std::sync::atomic::Ordering::SeqCst) > before,
-            "{path}"
-        );
+        assert!(hits.lock().unwrap().len() > before, "{path}");
     }
     let retried = gw.metric(
         "claimgate_upstream_retries_total{cluster=\"outbound|8000||pool.foo.svc.cluster.local\"}",
@@ -1087,4 +1100,123 @@ fn virtual_services_on_one_host_merge_as_istio_merges_them() {
     // A prefix `/` with a header condition is not a catch-all.
     assert_eq!(via("/zzz", &["x-v2: 1"]), "beta");
     assert_eq!(via("/zzz", &[]), "alpha");
+}
+
+// ------------------------------------------------------------------ mirror
+
+#[test]
+fn mirrors_get_copies_and_never_delay_the_answer() {
+    // The mirror takes 3 s to answer; the client must not notice.
+    let (shadow, copies) = scripted_origin("shadow", 200, std::time::Duration::from_secs(3));
+    let (half, half_copies) = scripted_origin("half", 200, std::time::Duration::ZERO);
+    let origins = [
+        ("alpha", echo_origin("alpha")),
+        ("shadow", shadow),
+        ("half", half),
+        ("dead", dead_addr()),
+    ];
+    let gw = gateway_with(
+        &origins,
+        &virtual_service(
+            "mirrored",
+            r#"  - name: all
+    match: [{uri: {prefix: /all}}]
+    mirror: {host: shadow}
+    route: [{destination: {host: alpha}}]
+  - name: half
+    match: [{uri: {prefix: /half}}]
+    mirror: {host: half}
+    mirrorPercentage: {value: 50}
+    route: [{destination: {host: alpha}}]
+  - name: dead
+    match: [{uri: {prefix: /dead}}]
+    mirrors: [{destination: {host: dead}}]
+    route: [{destination: {host: alpha}}]
+"#,
+        ),
+    );
+    let started = std::time::Instant::now();
+    for i in 0..5 {
+        let r = get(gw.port, &format!("/all/{i}?q=1"), &["x-trace: t"]);
+        assert_eq!((r.status, origin_of(&r)), (200, "alpha".to_string()));
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "the mirror delayed the answers: {:?}",
+        started.elapsed()
+    );
+    // A POST body is copied too.
+    let r = raw_request(
+        gw.port,
+        "POST /all/post HTTP/1.1\r\nHost: shop.example.com:8080\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    eventually(std::time::Duration::from_secs(10), "six copies", || {
+        copies.lock().unwrap().len() == 6
+    });
+    let copies = copies.lock().unwrap().clone();
+    // The request as sent upstream, with `-shadow` on its host.
+    assert!(copies[0].starts_with("GET /all/"), "{}", copies[0]);
+    let lower = copies[0].to_ascii_lowercase();
+    assert!(
+        lower.contains(&format!("host: 127.0.0.1-shadow:{}", gw.port)),
+        "{lower}"
+    );
+    assert!(lower.contains("x-trace: t"), "{lower}");
+    let post = copies.iter().find(|c| c.starts_with("POST")).unwrap();
+    assert!(
+        post.to_ascii_lowercase()
+            .contains("host: shop.example.com-shadow:8080"),
+        "{post}"
+    );
+    assert!(post.ends_with("\r\nhello"), "{post:?}");
+
+    // mirrorPercentage: a share, at random, as Envoy samples it.
+    let mut client = Client::connect(gw.port).unwrap();
+    for _ in 0..200 {
+        assert_eq!(client.get("/half", &[]).unwrap().status, 200);
+    }
+    let sampled = || half_copies.lock().unwrap().len();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let n = sampled();
+    assert!((60..=140).contains(&n), "{n} of 200 mirrored at 50%");
+
+    // A mirror that cannot be reached changes nothing for the client.
+    assert_eq!(get(gw.port, "/dead", &[]).status, 200);
+    eventually(std::time::Duration::from_secs(5), "failure counted", || {
+        gw.metric("claimgate_mirror_requests_total{cluster=\"outbound|8000||dead.foo.svc.cluster.local\",result=\"error\"}") == 1.0
+    });
+}
+
+#[test]
+fn bad_mirrors_are_refused_with_their_location() {
+    let stderr = check_fails(
+        &["alpha"],
+        &virtual_service(
+            "bad",
+            r#"  - mirror: {host: alpha}
+    mirrorPercentage: {value: 150}
+    route: [{destination: {host: alpha}}]
+  - mirror: {host: nowhere}
+    route: [{destination: {host: alpha}}]
+  - mirror: {host: alpha}
+    mirrors: [{destination: {host: alpha}}]
+    route: [{destination: {host: alpha}}]
+  - mirror: {host: alpha}
+    directResponse: {status: 200}
+"#,
+        ),
+    );
+    for expected in [
+        "spec.http[0].mirrorPercentage.value: 150 is not in range 0-100",
+        "spec.http[1].mirror.host: no ServiceEntry defines host `nowhere.foo.svc.cluster.local`",
+        "spec.http[2]: set one of mirror and mirrors, not both",
+        "spec.http[3].mirror: a route with directResponse sends no request upstream to mirror",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
 }

@@ -29,8 +29,8 @@ use crate::metrics::RouteMetrics;
 use crate::proxy::listener_port;
 use crate::routing::{
     operation_name, operation_value, Action, ClaimPath, Condition, Cors, DirectResponse, Forward,
-    HeaderOp, HeaderOps, HostTable, MatchRule, PathRewrite, Redirect, RedirectPort, RetryPolicy,
-    Route, RouteDestination, StringMatcher, UriSpan, WeightedPicker, MAX_RETRIES,
+    HeaderOp, HeaderOps, HostTable, MatchRule, Mirror, PathRewrite, Redirect, RedirectPort,
+    RetryPolicy, Route, RouteDestination, StringMatcher, UriSpan, WeightedPicker, MAX_RETRIES,
 };
 use crate::snapshot::Snapshot;
 use crate::upstream::Cluster;
@@ -859,6 +859,13 @@ impl Compiler {
                 format!("a route with {what} is not forwarded: nothing to rewrite"),
             );
         }
+        if route.mirror.is_some() || !route.mirrors.is_empty() {
+            self.error(
+                &vs.source,
+                format!("{path}.mirror"),
+                format!("a route with {what} sends no request upstream to mirror"),
+            );
+        }
         if route.timeout.is_some() || route.retries.is_some() {
             let field = if route.timeout.is_some() {
                 "timeout"
@@ -1179,7 +1186,86 @@ impl Compiler {
         forward.rewrite = rewrite;
         forward.timeout = self.timeout(vs, path, route.timeout.as_deref());
         forward.retry = self.retry(vs, path, route.retries.as_ref())?;
+        forward.mirrors = self.mirrors(vs, path, route, services)?;
         Some(Action::Forward(forward))
+    }
+
+    /// `mirror` with `mirrorPercentage` (or the deprecated `mirrorPercent`;
+    /// neither: 100%), or `mirrors[]`, as Istio translates them: a share of
+    /// 0 mirrors nothing.
+    fn mirrors(
+        &mut self,
+        vs: &Resource<VirtualServiceSpec>,
+        path: &str,
+        route: &HttpRoute,
+        services: &HashMap<String, Service<'_>>,
+    ) -> Option<Vec<Mirror>> {
+        let before = self.errors.len();
+        // (destination path, percentage path, destination, percentage)
+        type Wanted<'r> = (String, String, &'r crate::config::Destination, Option<f64>);
+        let mut wanted: Vec<Wanted> = Vec::new();
+        if let Some(mirror) = &route.mirror {
+            if !route.mirrors.is_empty() {
+                self.error(&vs.source, path, "set one of mirror and mirrors, not both");
+            }
+            let (field, percent) = match (&route.mirror_percentage, route.mirror_percent) {
+                (Some(p), _) => ("mirrorPercentage.value", Some(p.value)),
+                (None, Some(p)) => ("mirrorPercent", Some(f64::from(p))),
+                (None, None) => ("mirrorPercentage", None),
+            };
+            wanted.push((
+                format!("{path}.mirror"),
+                format!("{path}.{field}"),
+                mirror,
+                percent,
+            ));
+        } else if route.mirror_percentage.is_some() || route.mirror_percent.is_some() {
+            self.error(
+                &vs.source,
+                format!("{path}.mirrorPercentage"),
+                "there is no mirror to apply it to",
+            );
+        }
+        for (i, m) in route.mirrors.iter().enumerate() {
+            wanted.push((
+                format!("{path}.mirrors[{i}].destination"),
+                format!("{path}.mirrors[{i}].percentage.value"),
+                &m.destination,
+                m.percentage.as_ref().map(|p| p.value),
+            ));
+        }
+        let mut mirrors = Vec::new();
+        for (at, percent_at, destination, percent) in wanted {
+            let percent = percent.unwrap_or(100.0);
+            if !(0.0..=100.0).contains(&percent) {
+                self.error(
+                    &vs.source,
+                    percent_at,
+                    format!("{percent} is not in range 0-100"),
+                );
+                continue;
+            }
+            if let Some(subset) = &destination.subset {
+                self.error(
+                    &vs.source,
+                    format!("{at}.subset"),
+                    format!("subset `{subset}` is not supported: subsets are defined by DestinationRules, which claimgate does not read yet"),
+                );
+                continue;
+            }
+            let Some(cluster) = self.cluster(vs, &at, destination, services) else {
+                continue;
+            };
+            // Istio: the percentage as a fraction per million.
+            let per_million = (percent * 10_000.0) as u32;
+            if per_million > 0 {
+                mirrors.push(Mirror {
+                    cluster,
+                    per_million,
+                });
+            }
+        }
+        (self.errors.len() == before).then_some(mirrors)
     }
 
     /// `timeout`: `0s` is none, as in Envoy.

@@ -110,6 +110,31 @@ pub struct HttpRoute {
     pub direct_response: Option<HttpDirectResponse>,
     #[serde(default)]
     pub cors_policy: Option<CorsPolicy>,
+    #[serde(default)]
+    pub mirror: Option<Destination>,
+    #[serde(default)]
+    pub mirror_percentage: Option<Percent>,
+    /// Deprecated in Istio for `mirrorPercentage`.
+    #[serde(default)]
+    pub mirror_percent: Option<u32>,
+    #[serde(default)]
+    pub mirrors: Vec<HttpMirrorPolicy>,
+}
+
+/// Istio's `Percent`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Percent {
+    pub value: f64,
+}
+
+/// Istio's `HTTPMirrorPolicy`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpMirrorPolicy {
+    pub destination: Destination,
+    #[serde(default)]
+    pub percentage: Option<Percent>,
 }
 
 /// Istio's `CorsPolicy`.

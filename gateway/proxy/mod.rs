@@ -2,6 +2,7 @@
 //! reading the same swappable `Snapshot`.
 
 mod connections;
+mod mirror;
 mod reject;
 
 pub use connections::Counted;
@@ -99,6 +100,10 @@ pub struct RequestCtx {
     /// A CORS request from an allowed origin: the route whose policy
     /// allowed it (matched before authentication), and the origin.
     cors: Option<(Arc<Route>, http::HeaderValue)>,
+    /// The route's mirrors were looked at (once per request, not per attempt).
+    mirrored: bool,
+    /// Copies for mirrors, waiting for the request body.
+    mirror: Option<mirror::Pending>,
 }
 
 impl RequestCtx {
@@ -140,6 +145,14 @@ fn failure_of(e: &Error) -> Option<Failure> {
         Some(Rejection::UpstreamTimeout) => Failure::PerTryTimeout,
         _ => Failure::Reset,
     })
+}
+
+/// A random number below `n` (at least 1): std's randomly keyed hasher
+/// over the time, which is random enough to sample and to jitter.
+fn random_below(n: u32) -> u32 {
+    use std::hash::BuildHasher;
+    let random = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+    (random % u64::from(n.max(1))) as u32
 }
 
 /// A random time below `ceiling` (the jitter of Envoy's backoff).
@@ -390,6 +403,44 @@ impl Gateway {
         }
     }
 
+    /// The copies of this request for the route's mirrors (each sampled by
+    /// its share): sent at once without a body, else once the body is read.
+    fn mirror(&self, session: &mut Session, upstream: &RequestHeader, ctx: &mut RequestCtx) {
+        let Some(forward) = ctx.forward() else {
+            return;
+        };
+        if forward.mirrors.is_empty() {
+            return;
+        }
+        let copies: Vec<_> = forward
+            .mirrors
+            .iter()
+            .filter(|m| m.per_million >= 1_000_000 || random_below(1_000_000) < m.per_million)
+            .filter_map(|m| {
+                let cluster = ctx.snap.clusters.get(m.cluster)?.clone();
+                let peer = cluster.peer()?;
+                Some((cluster, peer))
+            })
+            .collect();
+        if copies.is_empty() {
+            return;
+        }
+        let mut header = upstream.clone();
+        let host = authority(&header).to_string();
+        if header
+            .insert_header(http::header::HOST, mirror::shadow_host(&host))
+            .is_err()
+        {
+            return;
+        }
+        let pending = mirror::Pending::new(copies, header);
+        if session.is_body_empty() {
+            pending.send();
+        } else {
+            ctx.mirror = Some(pending);
+        }
+    }
+
     /// Writes an answer of the gateway's own (a rejection, a redirect, a
     /// direct response): every such answer goes out here.
     async fn answer(
@@ -475,6 +526,8 @@ impl ProxyHttp for Gateway {
             deadline: None,
             stale_retry: false,
             cors: None,
+            mirrored: false,
+            mirror: None,
         }
     }
 
@@ -715,6 +768,35 @@ impl ProxyHttp for Gateway {
         // after the JWT filter has written its headers.
         if let Some(d) = destination {
             d.request_headers.apply_request(upstream)?;
+        }
+        if !ctx.mirrored {
+            ctx.mirrored = true;
+            self.mirror(session, upstream, ctx);
+        }
+        Ok(())
+    }
+
+    /// Collects the request body for the mirrors' copies; the copies go
+    /// once it is whole.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(pending) = ctx.mirror.as_mut() {
+            if let Some(chunk) = body {
+                if !pending.push(chunk) {
+                    ctx.mirror = None;
+                    return Ok(());
+                }
+            }
+            if end_of_stream {
+                if let Some(pending) = ctx.mirror.take() {
+                    pending.send();
+                }
+            }
         }
         Ok(())
     }

@@ -289,6 +289,17 @@ pub struct Forward {
     pub timeout: Option<std::time::Duration>,
     /// `retries`; `None`: `attempts: 0`.
     pub retry: Option<RetryPolicy>,
+    /// `mirror`/`mirrors`: copies of requests sent elsewhere.
+    pub mirrors: Vec<Mirror>,
+}
+
+/// A mirror: a share of requests copied to a cluster, its answers dropped.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    /// Index into the snapshot's clusters.
+    pub cluster: usize,
+    /// Requests mirrored, per million (Envoy's fractional percent).
+    pub per_million: u32,
 }
 
 impl Forward {
@@ -300,6 +311,7 @@ impl Forward {
             rewrite: None,
             timeout: None,
             retry: None,
+            mirrors: Vec::new(),
         }
     }
 
