@@ -213,6 +213,7 @@ fn route_select(c: &mut Criterion) {
             (0..n).map(|i| {
                 Arc::new(Route {
                     name: format!("route-{i}").into(),
+                    entry: None,
                     matches: vec![MatchRule {
                         name: None,
                         span: claimgate::routing::UriSpan::Prefix(6),
@@ -235,6 +236,7 @@ fn route_select(c: &mut Criterion) {
                     ),
                     metrics: claimgate::metrics::RouteMetrics::new(&format!("route-{i}"), "-"),
                     response_headers: Default::default(),
+                    cors: None,
                 })
             }),
         );

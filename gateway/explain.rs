@@ -24,7 +24,7 @@ use crate::compile::{self, Shared};
 use crate::config::{self, Config, ConfigError};
 use crate::jwt::{parse, Authenticated, JwtError, KeySet, UnverifiedToken};
 use crate::proxy::{authz_request, listener_port, request_host, route_view, Rejection};
-use crate::routing::{Action, Condition, Forward, RequestView, Route, UriSpan};
+use crate::routing::{Action, Condition, CorsVerdict, Forward, RequestView, Route, UriSpan};
 use crate::snapshot::Snapshot;
 
 /// What to explain.
@@ -217,6 +217,13 @@ impl Trace<'_> {
             return self.out;
         };
         let port = listener_port(&listener);
+        // The listener decides the scheme, as in the gateway: TLS when it
+        // has certificates.
+        let scheme = if self.snap.tls.certs.contains_key(&listener) {
+            "https"
+        } else {
+            "http"
+        };
         let host = request_host(req);
         let table = &self.snap.listeners[&listener];
         let virtual_host = table.virtual_host(&host);
@@ -250,6 +257,42 @@ impl Trace<'_> {
             }
         }
 
+        // CORS, before authentication, on the route matched without claims.
+        let origin = req
+            .headers
+            .get(http::header::ORIGIN)
+            .filter(|o| !o.is_empty());
+        if let (Some(origin), true) = (origin, table.has_cors()) {
+            let view = route_view(req, scheme, &host, port, None);
+            let cors = table
+                .select(&view)
+                .and_then(|(r, _)| r.cors.as_deref().map(|c| (r, c)));
+            if let Some((route, cors)) = cors {
+                let shown = String::from_utf8_lossy(origin.as_bytes()).into_owned();
+                match cors.verdict(req.method.as_str(), &req.headers, origin) {
+                    CorsVerdict::Preflight(_) => {
+                        line!(
+                            self,
+                            "cors: preflight from {shown:?} answered by the corsPolicy of {} (before authentication)",
+                            route.name
+                        );
+                        line!(self, "answer: 200 CORS preflight");
+                        return self.out;
+                    }
+                    CorsVerdict::Allowed => line!(
+                        self,
+                        "cors: origin {shown:?} allowed by the corsPolicy of {}: the answer carries Access-Control-Allow-Origin",
+                        route.name
+                    ),
+                    CorsVerdict::None => line!(
+                        self,
+                        "cors: origin {shown:?} not allowed by the corsPolicy of {}",
+                        route.name
+                    ),
+                }
+            }
+        }
+
         // Authentication.
         let authn = self.authenticate(req);
         let authn = match authn {
@@ -274,13 +317,6 @@ impl Trace<'_> {
         }
 
         // Routing.
-        // The listener decides the scheme, as in the gateway: TLS when it
-        // has certificates.
-        let scheme = if self.snap.tls.certs.contains_key(&listener) {
-            "https"
-        } else {
-            "http"
-        };
         let view = route_view(req, scheme, &host, port, claims);
         let routes = virtual_host.map_or(&[][..], |(_, routes)| routes);
         if !routes.is_empty() {
@@ -288,7 +324,7 @@ impl Trace<'_> {
         }
         for (i, route) in routes.iter().enumerate() {
             if route.matches(&view) {
-                line!(self, "  {}: matched", route.name);
+                line!(self, "  {}: matched", label(route));
                 if i + 1 < routes.len() {
                     line!(
                         self,
@@ -351,6 +387,20 @@ impl Trace<'_> {
                 shorten(&rewrite.apply(path, span))
             );
         }
+        let mut limits = Vec::new();
+        if let Some(timeout) = forward.timeout {
+            limits.push(format!("timeout {timeout:?}"));
+        }
+        match &forward.retry {
+            Some(r) => {
+                let per_try = r
+                    .per_try_timeout
+                    .map_or(String::new(), |t| format!(", {t:?} per try"));
+                limits.push(format!("up to {} retries{per_try}", r.retries));
+            }
+            None => limits.push("no retries".to_string()),
+        }
+        line!(self, "upstream: {}", limits.join(", "));
         if let Some(authority) = destinations.first().and_then(|d| d.authority.as_ref()) {
             line!(
                 self,
@@ -785,12 +835,13 @@ impl Trace<'_> {
                     .map(|c| (j, m.name.as_deref(), why(c, view)))
             })
             .collect();
+        let name = label(route);
         match failing.as_slice() {
             [(_, _, why)] if route.matches.len() == 1 => {
-                line!(self, "  {}: no match: {why}", route.name)
+                line!(self, "  {name}: no match: {why}")
             }
             _ => {
-                line!(self, "  {}: no match", route.name);
+                line!(self, "  {name}: no match");
                 for (j, name, why) in failing {
                     let name = name.map_or(String::new(), |n| format!(" ({n})"));
                     line!(self, "    match[{j}]{name}: {why}");
@@ -829,6 +880,19 @@ impl Trace<'_> {
                 "upstream request: the token is removed from {location}"
             );
         }
+    }
+}
+
+/// A route's name, and which of its `http[]` route's match entries it is
+/// when there are several (Istio makes a route of each).
+fn label(route: &Route) -> String {
+    match route.entry {
+        Some((j, n)) if n > 1 => {
+            let name = route.matches.first().and_then(|m| m.name.as_deref());
+            let name = name.map_or(String::new(), |l| format!(" ({l})"));
+            format!("{} match[{j}]{name}", route.name)
+        }
+        _ => route.name.to_string(),
     }
 }
 

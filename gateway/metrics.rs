@@ -51,6 +51,10 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     /// `claimgate_upstream_response_seconds{cluster}`.
     pub upstream_response: HistogramVec,
+    /// `claimgate_upstream_retries_total{cluster}`.
+    pub upstream_retries: IntCounterVec,
+    /// `claimgate_mirror_requests_total{cluster, result}`.
+    pub mirror_requests: IntCounterVec,
     /// `claimgate_jwt_validations_total{issuer, result}`.
     pub jwt_validations: IntCounterVec,
     /// `claimgate_jwt_cache_{hits,misses,evictions}_total`.
@@ -243,6 +247,18 @@ impl Metrics {
             "Time from sending the request upstream to the upstream's response header, by cluster.",
             &["cluster"],
         );
+        let upstream_retries = counter_vec(
+            &registry,
+            "claimgate_upstream_retries_total",
+            "Attempts made again after a failed one (a retry policy), by cluster.",
+            &["cluster"],
+        );
+        let mirror_requests = counter_vec(
+            &registry,
+            "claimgate_mirror_requests_total",
+            "Request copies sent to a mirror, by cluster and result (ok: answered; error; timeout; dropped: too many in flight; too_large: a body over 64 KiB).",
+            &["cluster", "result"],
+        );
         let jwt_validations = counter_vec(
             &registry,
             "claimgate_jwt_validations_total",
@@ -307,6 +323,8 @@ impl Metrics {
             requests,
             request_duration,
             upstream_response,
+            upstream_retries,
+            mirror_requests,
             jwt_validations,
             jwt_cache_hits,
             jwt_cache_misses,

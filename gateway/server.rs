@@ -70,6 +70,9 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         grace_period_seconds: Some(settings.drain_seconds),
         graceful_shutdown_timeout_seconds: Some(2),
         upgrade_sock: settings.upgrade_socket.to_string_lossy().into_owned(),
+        // Attempts per request: a route's retries, plus the first attempt
+        // and pingora's own retries on stale pooled connections.
+        max_retries: crate::routing::MAX_RETRIES as usize + 14,
         ..ServerConf::default()
     };
     let opt = Opt {

@@ -132,24 +132,41 @@ fn a_failing_endpoint_is_ejected_and_comes_back() {
     };
     assert_eq!(healthy(), 2.0);
 
-    // Round robin: the dead endpoint fails every other request until its
-    // second consecutive failure ejects it.
+    // Round robin: every other request goes to the dead endpoint first,
+    // and Istio's default retry (connect-failure) hides that from the
+    // client; the second failed attempt ejects it.
     let statuses: Vec<u16> = (0..6).map(|_| get(port, "/x", &[]).status).collect();
-    let failed = statuses.iter().filter(|s| **s != 200).count();
-    assert_eq!(failed, 2, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(healthy(), 1.0);
+    assert_eq!(
+        gw.metric("claimgate_upstream_retries_total{cluster=\"outbound|8000||pool.foo.svc.cluster.local\"}"),
+        2.0
+    );
     let ejected_at = Instant::now();
     for _ in 0..20 {
         assert_eq!(origin_of(&get(port, "/x", &[])), "good");
     }
+    // Ejected: not even tried (no retry needed).
+    assert_eq!(
+        gw.metric("claimgate_upstream_retries_total{cluster=\"outbound|8000||pool.foo.svc.cluster.local\"}"),
+        2.0
+    );
 
     // After baseEjectionTime it is back (and fails again).
     std::thread::sleep(Duration::from_secs(2).saturating_sub(ejected_at.elapsed()));
     eventually(Duration::from_secs(2), "the endpoint back", || {
         healthy() == 2.0
     });
-    let statuses: Vec<u16> = (0..4).map(|_| get(port, "/x", &[]).status).collect();
-    assert!(statuses.iter().any(|s| *s != 200), "{statuses:?}");
+    let retries = gw.metric(
+        "claimgate_upstream_retries_total{cluster=\"outbound|8000||pool.foo.svc.cluster.local\"}",
+    );
+    for _ in 0..4 {
+        assert_eq!(get(port, "/x", &[]).status, 200);
+    }
+    assert!(
+        gw.metric("claimgate_upstream_retries_total{cluster=\"outbound|8000||pool.foo.svc.cluster.local\"}") > retries,
+        "the returned endpoint was not tried"
+    );
 }
 
 #[test]

@@ -359,7 +359,7 @@ fn an_unknown_host_has_no_virtual_host_and_gets_404() {
         &trace,
         &[
             "virtual host: \"api.example.com\" matched api.example.com (exact)",
-            "foo/hosts/api: matched",
+            "foo/hosts/api match[0]: matched",
             "answer: 200 routed",
         ],
     );
@@ -378,9 +378,9 @@ fn an_unknown_host_has_no_virtual_host_and_gets_404() {
         &trace,
         &[
             "virtual host: \"www.example.org\" matched *.example.org (wildcard)",
-            "foo/hosts/api: no match",
-            "match[0]: uri: prefix \"/api\" did not match (path \"/other\")",
-            "match[1] (v2): uri: prefix \"/v2\" did not match (path \"/other\")",
+            // Each match entry is a route of its own, as Istio makes it.
+            "foo/hosts/api match[0]: no match: uri: prefix \"/api\" did not match (path \"/other\")",
+            "foo/hosts/api match[1] (v2): no match: uri: prefix \"/v2\" did not match (path \"/other\")",
             "answer: 404 no route",
         ],
     );

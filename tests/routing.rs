@@ -96,6 +96,93 @@ fn check_fails(origins: &[&str], virtual_services: &str) -> String {
     stderr
 }
 
+/// The requests a scripted origin got, head and body, as text.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// An origin that answers every request with `status` and the body `name`,
+/// after `delay`, keeping every request it got: a failing, slow or
+/// mirror endpoint.
+fn scripted_origin(
+    name: &'static str,
+    status: u16,
+    delay: std::time::Duration,
+) -> (SocketAddr, Seen) {
+    use std::io::{BufRead, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Seen = Default::default();
+    let kept = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let kept = kept.clone();
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream);
+                loop {
+                    // The head, up to the empty line, then a Content-Length body.
+                    let mut request = String::new();
+                    let mut length = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        match reader.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" && !request.is_empty() => break,
+                            Ok(_) => {
+                                if let Some((k, v)) = line.split_once(':') {
+                                    if k.eq_ignore_ascii_case("content-length") {
+                                        length = v.trim().parse().unwrap_or(0);
+                                    }
+                                }
+                                request.push_str(&line);
+                            }
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    request.push_str("\r\n");
+                    request.push_str(&String::from_utf8_lossy(&body));
+                    kept.lock().unwrap().push(request);
+                    std::thread::sleep(delay);
+                    let answer = format!(
+                        "HTTP/1.1 {status} Scripted\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{name}",
+                        name.len()
+                    );
+                    if reader.get_mut().write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A ServiceEntry `name` (port 8000) whose endpoints are `addrs`, each
+/// with its own port.
+fn service_entry_endpoints(name: &str, addrs: &[SocketAddr]) -> String {
+    let endpoints: String = addrs
+        .iter()
+        .map(|a| {
+            format!(
+                "  - address: {}\n    ports: {{http: {}}}\n",
+                a.ip(),
+                a.port()
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: foo}}\n\
+         spec:\n  hosts: [{name}.foo.svc.cluster.local]\n  ports: [{{number: 8000, name: http, protocol: HTTP}}]\n\
+         \x20 resolution: STATIC\n  endpoints:\n{endpoints}"
+    )
+}
+
+/// A closed port: connections to it are refused.
+fn dead_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
 /// The origin that answered, by the echo's `origin` field.
 fn origin_of(reply: &Reply) -> String {
     reply.echo()["origin"]
@@ -601,5 +688,535 @@ fn bad_header_operations_are_refused_with_their_location() {
         "spec.http[2].headers.request: a route with directResponse sends no request upstream",
     ] {
         assert!(stderr.contains(expected), "missing `{expected}` in:\n{stderr}");
+    }
+}
+
+// ---------------------------------------------------------- retries, timeout
+
+/// A gateway whose cluster `pool` has a good endpoint and a `bad` one, with
+/// one route per retry policy under test (`/<name>`).
+fn pool_gateway(bad: SocketAddr) -> Gateway {
+    let good = echo_origin("good");
+    let port = free_port();
+    let routes = virtual_service(
+        "retries",
+        r#"  - name: none
+    match: [{uri: {prefix: /none}}]
+    retries: {attempts: 0}
+    route: [{destination: {host: pool}}]
+  - name: default
+    match: [{uri: {prefix: /default}}]
+    route: [{destination: {host: pool}}]
+  - name: server-error
+    match: [{uri: {prefix: /server-error}}]
+    retries: {attempts: 2, retryOn: 5xx}
+    route: [{destination: {host: pool}}]
+  - name: gateway-error
+    match: [{uri: {prefix: /gateway-error}}]
+    retries: {attempts: 2, retryOn: gateway-error}
+    route: [{destination: {host: pool}}]
+  - name: status
+    match: [{uri: {prefix: /status}}]
+    retries: {attempts: 2, retryOn: "500"}
+    route: [{destination: {host: pool}}]
+  - name: reset
+    match: [{uri: {prefix: /reset}}]
+    retries: {attempts: 1, retryOn: reset}
+    route: [{destination: {host: pool}}]
+  - name: connect
+    match: [{uri: {prefix: /connect}}]
+    retries: {attempts: 1, retryOn: connect-failure}
+    route: [{destination: {host: pool}}]
+  - name: per-try
+    match: [{uri: {prefix: /per-try}}]
+    retries: {attempts: 2, perTryTimeout: 300ms, retryOn: reset}
+    route: [{destination: {host: pool}}]
+"#,
+    );
+    Gateway::start(
+        port,
+        &[
+            ("gateway.yaml", gateway_yaml(port)),
+            ("pool.yaml", service_entry_endpoints("pool", &[bad, good])),
+            ("routes.yaml", routes),
+        ],
+    )
+}
+
+/// The statuses of `n` requests to `path`, sent one after the other on a
+/// keep-alive connection (a new one when the gateway closed it: it does
+/// after an error of its own).
+fn statuses(port: u16, path: &str, n: usize) -> Vec<u16> {
+    let mut client = Client::connect(port).unwrap();
+    (0..n)
+        .map(|_| {
+            if client.closed {
+                client = Client::connect(port).unwrap();
+            }
+            match client.get(path, &[]) {
+                Some(r) => r.status,
+                None => {
+                    client = Client::connect(port).unwrap();
+                    client.get(path, &[]).map_or(0, |r| r.status)
+                }
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn retries_hide_an_endpoint_that_answers_503() {
+    let (bad, hits) = scripted_origin("bad", 503, std::time::Duration::ZERO);
+    let gw = pool_gateway(bad);
+    // Without retries, round robin sends every other request to the bad one.
+    let none = statuses(gw.port, "/none", 10);
+    assert_eq!(none.iter().filter(|&&s| s == 503).count(), 5, "{none:?}");
+    // Istio's default policy (no `retries`) retries a 503 on another endpoint.
+    for path in ["/default", "/server-error", "/gateway-error"] {
+        let before = hits.lock().unwrap().len();
+        let got = statuses(gw.port, path, 20);
+        assert!(got.iter().all(|&s| s == 200), "{path}: {got:?}");
+        // The bad endpoint was tried, and its answers were not passed on.
+        assert!(hits.lock().unwrap().len() > before, "{path}");
+    }
+    let retried = gw.metric(
+        "claimgate_upstream_retries_total{cluster=\"outbound|8000||pool.foo.svc.cluster.local\"}",
+    );
+    assert!(retried >= 30.0, "{retried}");
+}
+
+#[test]
+fn retry_on_names_which_failures_are_retried() {
+    let (bad, _) = scripted_origin("bad", 500, std::time::Duration::ZERO);
+    let gw = pool_gateway(bad);
+    // 500 is a 5xx, but not a gateway error, nor Istio's default 503.
+    assert!(statuses(gw.port, "/server-error", 10)
+        .iter()
+        .all(|&s| s == 200));
+    assert!(statuses(gw.port, "/status", 10).iter().all(|&s| s == 200));
+    for path in ["/gateway-error", "/default"] {
+        let got = statuses(gw.port, path, 10);
+        assert_eq!(
+            got.iter().filter(|&&s| s == 500).count(),
+            5,
+            "{path}: {got:?}"
+        );
+    }
+}
+
+#[test]
+fn retries_hide_an_endpoint_that_refuses_connections() {
+    let gw = pool_gateway(dead_addr());
+    let none = statuses(gw.port, "/none", 10);
+    assert_eq!(
+        none.iter().filter(|&&s| s == 503).count(),
+        5,
+        "{none:?}\n{}",
+        gw.log()
+    );
+    for path in ["/default", "/connect", "/reset", "/server-error"] {
+        let got = statuses(gw.port, path, 10);
+        assert!(got.iter().all(|&s| s == 200), "{path}: {got:?}");
+    }
+}
+
+#[test]
+fn a_per_try_timeout_moves_on_to_the_next_endpoint() {
+    let (slow, _) = scripted_origin("slow", 200, std::time::Duration::from_secs(3));
+    let gw = pool_gateway(slow);
+    let started = std::time::Instant::now();
+    let got = statuses(gw.port, "/per-try", 4);
+    assert!(got.iter().all(|&s| s == 200), "{got:?}");
+    // Two of the four met the slow endpoint first and waited 300ms, no more.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_route_timeout_answers_504_upstream_request_timeout() {
+    let gw = gateway(
+        &["alpha"],
+        &virtual_service(
+            "slow",
+            r#"  - name: quick
+    timeout: 300ms
+    route: [{destination: {host: alpha}}]
+"#,
+        ),
+    );
+    let started = std::time::Instant::now();
+    let r = get(gw.port, "/delay/3", &[]);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (504, "upstream request timeout")
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // In time: the upstream's answer.
+    assert_eq!(get(gw.port, "/delay/0.01", &[]).status, 200);
+    eventually(std::time::Duration::from_secs(5), "counted", || {
+        gw.metric("claimgate_rejections_total{reason=\"upstream_timeout\"}") == 1.0
+    });
+}
+
+#[test]
+fn bad_timeouts_and_retries_are_refused_with_their_location() {
+    let stderr = check_fails(
+        &["alpha"],
+        &virtual_service(
+            "bad",
+            r#"  - timeout: soon
+    route: [{destination: {host: alpha}}]
+  - retries: {attempts: 0, retryOn: 5xx}
+    route: [{destination: {host: alpha}}]
+  - retries: {attempts: 3, retryOn: "5xx,sometimes"}
+    route: [{destination: {host: alpha}}]
+  - retries: {attempts: -1}
+    route: [{destination: {host: alpha}}]
+  - retries: {attempts: 1, perTryTimeout: 0s}
+    route: [{destination: {host: alpha}}]
+  - timeout: 1s
+    directResponse: {status: 200}
+"#,
+        ),
+    );
+    for expected in [
+        "spec.http[0].timeout: `soon`",
+        "spec.http[1].retries: a retry policy is configured while attempts is 0",
+        "spec.http[2].retries.retryOn: `sometimes` is not a valid retryOn policy",
+        "spec.http[3].retries.attempts: -1 retries: from 0 to 50",
+        "spec.http[4].retries.perTryTimeout: must be at least 1ms",
+        "spec.http[5].timeout: a route with directResponse sends no request upstream",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
+}
+
+// -------------------------------------------------------------------- CORS
+
+#[test]
+fn a_preflight_is_answered_before_authentication_and_answers_carry_cors_headers() {
+    let jwks = jwks_server(&test_jwks());
+    let origins = [("alpha", echo_origin("alpha"))];
+    let gw = gateway_files(
+        &origins,
+        &virtual_service(
+            "cors",
+            r#"  - name: api
+    corsPolicy:
+      allowOrigins:
+      - exact: https://app.example.com
+      - regex: "https://[a-z]+\\.partner\\.example"
+      allowMethods: [GET, POST]
+      allowHeaders: [authorization, content-type]
+      exposeHeaders: [x-request-id]
+      maxAge: 600s
+      allowCredentials: true
+    route: [{destination: {host: alpha}}]
+"#,
+        ),
+        vec![
+            (
+                "authn.yaml",
+                test_request_authentication(&format!("http://{jwks}/jwks.json"), ""),
+            ),
+            (
+                "require-token.yaml",
+                "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: require-token, namespace: istio-system}\n\
+                 spec:\n  action: ALLOW\n  rules: [{from: [{source: {requestPrincipals: [\"*\"]}}]}]\n"
+                    .to_string(),
+            ),
+        ],
+    );
+    let port = gw.port;
+    let preflight = |origin: &str, extra: &str| {
+        raw_request(
+            port,
+            &format!(
+                "OPTIONS /api/items HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\n\
+                 Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization\r\n{extra}Connection: close\r\n\r\n"
+            ),
+        )
+        .unwrap()
+    };
+
+    // A preflight needs no token, and even a bad one is not looked at.
+    for extra in ["", "Authorization: Bearer not.a.token\r\n"] {
+        let r = preflight("https://app.example.com", extra);
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            Some("https://app.example.com")
+        );
+        assert_eq!(r.header("access-control-allow-methods"), Some("GET,POST"));
+        assert_eq!(
+            r.header("access-control-allow-headers"),
+            Some("authorization,content-type")
+        );
+        assert_eq!(r.header("access-control-max-age"), Some("600"));
+        assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+        assert_eq!(r.body, "");
+    }
+    let r = preflight("https://shop.partner.example", "");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://shop.partner.example")
+    );
+
+    // A preflight from another origin goes on like any request: here the
+    // policy wants a token, so 403, and no CORS headers.
+    let r = preflight("https://evil.example", "");
+    assert_eq!(r.status, 403);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+
+    // Actual requests from an allowed origin: the answer carries the origin,
+    // credentials and exposed headers, whoever answered.
+    let token = rs256(claims(serde_json::json!({})));
+    let r = get(
+        port,
+        "/api/items",
+        &["Origin: https://app.example.com", &bearer(&token)],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(origin_of(&r), "alpha");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(
+        r.header("access-control-expose-headers"),
+        Some("x-request-id")
+    );
+    // A refusal too, so the browser lets the page read it.
+    let r = get(port, "/api/items", &["Origin: https://app.example.com"]);
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let r = get(
+        port,
+        "/api/items",
+        &[
+            "Origin: https://app.example.com",
+            "Authorization: Bearer bad",
+        ],
+    );
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    // Another origin gets nothing.
+    let r = get(
+        port,
+        "/api/items",
+        &["Origin: https://evil.example", &bearer(&token)],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+}
+
+#[test]
+fn bad_cors_policies_are_refused_with_their_location() {
+    let stderr = check_fails(
+        &["alpha"],
+        &virtual_service(
+            "bad",
+            r#"  - corsPolicy:
+      allowOrigins: [{exact: ""}, {regex: "("}]
+      allowMethods: [FETCH]
+      allowHeaders: ["bad header"]
+      maxAge: 1.5s
+      unmatchedPreflights: DROP
+    route: [{destination: {host: alpha}}]
+"#,
+        ),
+    );
+    for expected in [
+        "spec.http[0].corsPolicy.allowOrigins[0]: an origin match must not be empty",
+        "spec.http[0].corsPolicy.allowOrigins[1]: invalid regex",
+        "spec.http[0].corsPolicy.allowMethods[0]: `FETCH` is not a supported HTTP method",
+        "spec.http[0].corsPolicy.allowHeaders[0]: `bad header` is not a valid header name",
+        "spec.http[0].corsPolicy.maxAge: max_age duration is accurate only to seconds precision",
+        "spec.http[0].corsPolicy.unmatchedPreflights: `DROP` is not FORWARD or IGNORE",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
+}
+
+// ------------------------------------------------- several VirtualServices
+
+#[test]
+fn virtual_services_on_one_host_merge_as_istio_merges_them() {
+    // `first` has a catch-all entry; in Istio a VirtualService's routes end
+    // at its first catch-all, and the merged host's catch-alls go last, so
+    // `second`'s routes are reachable.
+    let first = virtual_service(
+        "first",
+        r#"  - name: a
+    match: [{uri: {prefix: /a}}, {uri: {prefix: /}}]
+    route: [{destination: {host: alpha}}]
+  - name: late
+    match: [{uri: {prefix: /late}}]
+    route: [{destination: {host: beta}}]
+"#,
+    );
+    let second = virtual_service(
+        "second",
+        r#"  - name: b
+    match: [{uri: {prefix: /b}}]
+    route: [{destination: {host: gamma}}]
+  - name: late
+    match: [{uri: {prefix: /late}}]
+    route: [{destination: {host: gamma}}]
+  - name: by-header
+    match: [{uri: {prefix: /}, headers: {x-v2: {exact: "1"}}}]
+    route: [{destination: {host: beta}}]
+"#,
+    );
+    let gw = gateway(
+        &["alpha", "beta", "gamma"],
+        &format!("{first}---\n{second}"),
+    );
+    let via = |path: &str, headers: &[&str]| origin_of(&get(gw.port, path, headers));
+    assert_eq!(via("/a", &[]), "alpha");
+    assert_eq!(via("/b", &[]), "gamma");
+    // `first`'s /late came after its catch-all: it is not there.
+    assert_eq!(via("/late", &[]), "gamma");
+    // A prefix `/` with a header condition is not a catch-all.
+    assert_eq!(via("/zzz", &["x-v2: 1"]), "beta");
+    assert_eq!(via("/zzz", &[]), "alpha");
+}
+
+// ------------------------------------------------------------------ mirror
+
+#[test]
+fn mirrors_get_copies_and_never_delay_the_answer() {
+    // The mirror takes 3 s to answer; the client must not notice.
+    let (shadow, copies) = scripted_origin("shadow", 200, std::time::Duration::from_secs(3));
+    let (half, half_copies) = scripted_origin("half", 200, std::time::Duration::ZERO);
+    let origins = [
+        ("alpha", echo_origin("alpha")),
+        ("shadow", shadow),
+        ("half", half),
+        ("dead", dead_addr()),
+    ];
+    let gw = gateway_with(
+        &origins,
+        &virtual_service(
+            "mirrored",
+            r#"  - name: all
+    match: [{uri: {prefix: /all}}]
+    mirror: {host: shadow}
+    route: [{destination: {host: alpha}}]
+  - name: half
+    match: [{uri: {prefix: /half}}]
+    mirror: {host: half}
+    mirrorPercentage: {value: 50}
+    route: [{destination: {host: alpha}}]
+  - name: dead
+    match: [{uri: {prefix: /dead}}]
+    mirrors: [{destination: {host: dead}}]
+    route: [{destination: {host: alpha}}]
+"#,
+        ),
+    );
+    let started = std::time::Instant::now();
+    for i in 0..5 {
+        let r = get(gw.port, &format!("/all/{i}?q=1"), &["x-trace: t"]);
+        assert_eq!((r.status, origin_of(&r)), (200, "alpha".to_string()));
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "the mirror delayed the answers: {:?}",
+        started.elapsed()
+    );
+    // A POST body is copied too.
+    let r = raw_request(
+        gw.port,
+        "POST /all/post HTTP/1.1\r\nHost: shop.example.com:8080\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    eventually(std::time::Duration::from_secs(10), "six copies", || {
+        copies.lock().unwrap().len() == 6
+    });
+    let copies = copies.lock().unwrap().clone();
+    // The request as sent upstream, with `-shadow` on its host.
+    assert!(copies[0].starts_with("GET /all/"), "{}", copies[0]);
+    let lower = copies[0].to_ascii_lowercase();
+    assert!(
+        lower.contains(&format!("host: 127.0.0.1-shadow:{}", gw.port)),
+        "{lower}"
+    );
+    assert!(lower.contains("x-trace: t"), "{lower}");
+    let post = copies.iter().find(|c| c.starts_with("POST")).unwrap();
+    assert!(
+        post.to_ascii_lowercase()
+            .contains("host: shop.example.com-shadow:8080"),
+        "{post}"
+    );
+    assert!(post.ends_with("\r\nhello"), "{post:?}");
+
+    // mirrorPercentage: a share, at random, as Envoy samples it.
+    let mut client = Client::connect(gw.port).unwrap();
+    for _ in 0..200 {
+        assert_eq!(client.get("/half", &[]).unwrap().status, 200);
+    }
+    let sampled = || half_copies.lock().unwrap().len();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let n = sampled();
+    assert!((60..=140).contains(&n), "{n} of 200 mirrored at 50%");
+
+    // A mirror that cannot be reached changes nothing for the client.
+    assert_eq!(get(gw.port, "/dead", &[]).status, 200);
+    eventually(std::time::Duration::from_secs(5), "failure counted", || {
+        gw.metric("claimgate_mirror_requests_total{cluster=\"outbound|8000||dead.foo.svc.cluster.local\",result=\"error\"}") == 1.0
+    });
+}
+
+#[test]
+fn bad_mirrors_are_refused_with_their_location() {
+    let stderr = check_fails(
+        &["alpha"],
+        &virtual_service(
+            "bad",
+            r#"  - mirror: {host: alpha}
+    mirrorPercentage: {value: 150}
+    route: [{destination: {host: alpha}}]
+  - mirror: {host: nowhere}
+    route: [{destination: {host: alpha}}]
+  - mirror: {host: alpha}
+    mirrors: [{destination: {host: alpha}}]
+    route: [{destination: {host: alpha}}]
+  - mirror: {host: alpha}
+    directResponse: {status: 200}
+"#,
+        ),
+    );
+    for expected in [
+        "spec.http[0].mirrorPercentage.value: 150 is not in range 0-100",
+        "spec.http[1].mirror.host: no ServiceEntry defines host `nowhere.foo.svc.cluster.local`",
+        "spec.http[2]: set one of mirror and mirrors, not both",
+        "spec.http[3].mirror: a route with directResponse sends no request upstream to mirror",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
     }
 }

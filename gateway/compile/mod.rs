@@ -18,18 +18,19 @@ use http::{HeaderName, HeaderValue};
 
 use crate::authz::Authorizer;
 use crate::config::{
-    parse_duration, Config, ConfigError, ConfigErrors, GatewaySpec, Headers, HttpBody,
-    HttpDirectResponse, HttpRedirect, HttpRewrite, HttpRoute, JwtRule, Resource, ServiceEntrySpec,
-    Source, StringMatch, VirtualServiceSpec,
+    parse_duration, Config, ConfigError, ConfigErrors, CorsPolicy, GatewaySpec, Headers, HttpBody,
+    HttpDirectResponse, HttpRedirect, HttpRetry, HttpRewrite, HttpRoute, JwtRule, Resource,
+    ServiceEntrySpec, Source, StringMatch, VirtualServiceSpec,
 };
 use crate::jwks::{JwksConfig, JwksRegistry};
 use crate::jwt::authn::{KeyRefetch, Outputs};
 use crate::jwt::{Authenticator, KeySet, Provider, TokenCache, TokenLocation, Validation};
 use crate::metrics::RouteMetrics;
+use crate::proxy::listener_port;
 use crate::routing::{
-    operation_name, operation_value, Action, ClaimPath, Condition, DirectResponse, Forward,
-    HeaderOp, HeaderOps, HostTable, MatchRule, PathRewrite, Redirect, RedirectPort, Route,
-    RouteDestination, StringMatcher, UriSpan, WeightedPicker,
+    operation_name, operation_value, Action, ClaimPath, Condition, Cors, DirectResponse, Forward,
+    HeaderOp, HeaderOps, HostTable, MatchRule, Mirror, PathRewrite, Redirect, RedirectPort,
+    RetryPolicy, Route, RouteDestination, StringMatcher, UriSpan, WeightedPicker, MAX_RETRIES,
 };
 use crate::snapshot::Snapshot;
 use crate::upstream::{Balance, Cluster, DnsTargets, HashOn, Outlier, Policy};
@@ -192,6 +193,11 @@ pub fn compile(config: &Config, shared: &Shared) -> Result<Snapshot, ConfigError
     c.destination_rules(config);
     for vs in &config.virtual_services {
         c.virtual_service(vs, &gateways, &services);
+    }
+    // Several VirtualServices on one host: their routes were appended in
+    // load order; catch-all routes now go last (Istio's merge).
+    for (addr, table) in &mut c.listeners {
+        table.sort_catch_alls(listener_port(addr));
     }
     let authn = c.authenticator(config, shared);
     let mut policies = Vec::new();
@@ -688,6 +694,7 @@ impl Compiler {
             .iter()
             .enumerate()
             .filter_map(|(i, r)| self.route(vs, i, r, services))
+            .flatten()
             .collect();
         if self.errors.len() != before {
             return;
@@ -709,7 +716,7 @@ impl Compiler {
                         any = true;
                         if attached.insert((addr.clone(), effective.clone())) {
                             if let Some(table) = self.listeners.get_mut(addr) {
-                                table.add(&effective, routes.iter().cloned());
+                                table.add(&effective, on_listener(&routes, listener_port(addr)));
                             }
                         }
                     }
@@ -731,7 +738,7 @@ impl Compiler {
         index: usize,
         route: &HttpRoute,
         services: &HashMap<String, Service<'_>>,
-    ) -> Option<Arc<Route>> {
+    ) -> Option<Vec<Arc<Route>>> {
         let path = format!("spec.http[{index}]");
         let before = self.errors.len();
         let mut matches = Vec::new();
@@ -847,6 +854,10 @@ impl Compiler {
         };
         let headers = self.header_ops(vs, &format!("{path}.headers"), route.headers.as_ref());
         let headers = headers.unwrap_or_default();
+        let cors = route
+            .cors_policy
+            .as_ref()
+            .and_then(|c| self.cors(vs, &format!("{path}.corsPolicy"), c));
         let action = match (&route.redirect, &route.direct_response) {
             (Some(_), Some(_)) => {
                 self.error(
@@ -863,13 +874,148 @@ impl Compiler {
         if self.errors.len() != before {
             return None;
         }
-        Some(Arc::new(Route {
-            metrics: RouteMetrics::new(&name, crate::metrics::NONE),
-            name: name.into(),
-            matches,
-            action: action?,
-            response_headers: headers.response(),
-        }))
+        // Istio makes a route of each match entry (none: one catch-all).
+        let action = action?;
+        let name: Arc<str> = name.into();
+        let metrics = RouteMetrics::new(&name, crate::metrics::NONE);
+        let response_headers = headers.response();
+        let cors = cors.map(Box::new);
+        let count = matches.len();
+        type Entry = (Option<(usize, usize)>, Vec<MatchRule>);
+        let entries: Vec<Entry> = if count == 0 {
+            vec![(None, Vec::new())]
+        } else {
+            matches
+                .into_iter()
+                .enumerate()
+                .map(|(j, m)| (Some((j, count)), vec![m]))
+                .collect()
+        };
+        Some(
+            entries
+                .into_iter()
+                .map(|(entry, matches)| {
+                    Arc::new(Route {
+                        name: name.clone(),
+                        entry,
+                        matches,
+                        action: action.clone(),
+                        metrics: metrics.clone(),
+                        response_headers: response_headers.clone(),
+                        cors: cors.clone(),
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// `corsPolicy`, checked as Istio validates it.
+    fn cors(
+        &mut self,
+        vs: &Resource<VirtualServiceSpec>,
+        at: &str,
+        c: &CorsPolicy,
+    ) -> Option<Cors> {
+        const METHODS: &[&str] = &[
+            "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE",
+        ];
+        let before = self.errors.len();
+        let mut origins = Vec::new();
+        match (&c.allow_origins, &c.allow_origin) {
+            (Some(matches), _) => {
+                for (i, m) in matches.iter().enumerate() {
+                    let field = format!("{at}.allowOrigins[{i}]");
+                    let empty = [&m.exact, &m.prefix, &m.regex]
+                        .iter()
+                        .all(|v| v.as_deref().is_none_or(str::is_empty));
+                    if empty {
+                        self.error(&vs.source, field, "an origin match must not be empty");
+                        continue;
+                    }
+                    match StringMatcher::compile(m, false, false) {
+                        Ok(matcher) => origins.push(matcher),
+                        Err(e) => self.error(&vs.source, field, e),
+                    }
+                }
+            }
+            (None, Some(exact)) => {
+                origins.extend(exact.iter().map(|o| StringMatcher::Exact(o.clone())));
+            }
+            (None, None) => {}
+        }
+        for (i, method) in c.allow_methods.iter().enumerate() {
+            if !METHODS.contains(&method.as_str()) {
+                self.error(
+                    &vs.source,
+                    format!("{at}.allowMethods[{i}]"),
+                    format!("`{method}` is not a supported HTTP method"),
+                );
+            }
+        }
+        let joined = |c: &mut Self, field: &str, names: &[String]| -> Option<HeaderValue> {
+            for (i, name) in names.iter().enumerate() {
+                let ok = name == "*"
+                    || (!name.is_empty()
+                        && name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+                if !ok {
+                    c.error(
+                        &vs.source,
+                        format!("{at}.{field}[{i}]"),
+                        format!("`{name}` is not a valid header name"),
+                    );
+                }
+            }
+            if names.is_empty() {
+                return None;
+            }
+            HeaderValue::from_str(&names.join(",")).ok()
+        };
+        let allow_headers = joined(self, "allowHeaders", &c.allow_headers);
+        let expose_headers = joined(self, "exposeHeaders", &c.expose_headers);
+        let allow_methods = if c.allow_methods.is_empty() {
+            None
+        } else {
+            HeaderValue::from_str(&c.allow_methods.join(",")).ok()
+        };
+        let max_age = match c.max_age.as_deref().map(parse_duration) {
+            None => None,
+            Some(Ok(d)) if d.subsec_nanos() == 0 => Some(HeaderValue::from(d.as_secs())),
+            Some(Ok(_)) => {
+                self.error(
+                    &vs.source,
+                    format!("{at}.maxAge"),
+                    "max_age duration is accurate only to seconds precision",
+                );
+                None
+            }
+            Some(Err(e)) => {
+                self.error(&vs.source, format!("{at}.maxAge"), e);
+                None
+            }
+        };
+        let forward_unmatched_preflights = match c.unmatched_preflights.as_deref() {
+            None | Some("FORWARD") | Some("UNSPECIFIED") => true,
+            Some("IGNORE") => false,
+            Some(other) => {
+                self.error(
+                    &vs.source,
+                    format!("{at}.unmatchedPreflights"),
+                    format!("`{other}` is not FORWARD or IGNORE"),
+                );
+                true
+            }
+        };
+        (self.errors.len() == before).then_some(Cors {
+            origins,
+            allow_methods,
+            allow_headers,
+            expose_headers,
+            max_age,
+            allow_credentials: c.allow_credentials.unwrap_or(false),
+            forward_unmatched_preflights,
+        })
     }
 
     /// A `headers` block: its operations, checked as Istio validates them
@@ -949,6 +1095,25 @@ impl Compiler {
                 &vs.source,
                 format!("{path}.rewrite"),
                 format!("a route with {what} is not forwarded: nothing to rewrite"),
+            );
+        }
+        if route.mirror.is_some() || !route.mirrors.is_empty() {
+            self.error(
+                &vs.source,
+                format!("{path}.mirror"),
+                format!("a route with {what} sends no request upstream to mirror"),
+            );
+        }
+        if route.timeout.is_some() || route.retries.is_some() {
+            let field = if route.timeout.is_some() {
+                "timeout"
+            } else {
+                "retries"
+            };
+            self.error(
+                &vs.source,
+                format!("{path}.{field}"),
+                format!("a route with {what} sends no request upstream"),
             );
         }
         if route.headers.as_ref().is_some_and(|h| h.request.is_some()) {
@@ -1257,7 +1422,179 @@ impl Compiler {
         }
         let mut forward = Forward::new(destinations, picker);
         forward.rewrite = rewrite;
+        forward.timeout = self.timeout(vs, path, route.timeout.as_deref());
+        forward.retry = self.retry(vs, path, route.retries.as_ref())?;
+        forward.mirrors = self.mirrors(vs, path, route, services)?;
         Some(Action::Forward(forward))
+    }
+
+    /// `mirror` with `mirrorPercentage` (or the deprecated `mirrorPercent`;
+    /// neither: 100%), or `mirrors[]`, as Istio translates them: a share of
+    /// 0 mirrors nothing.
+    fn mirrors(
+        &mut self,
+        vs: &Resource<VirtualServiceSpec>,
+        path: &str,
+        route: &HttpRoute,
+        services: &HashMap<String, Service<'_>>,
+    ) -> Option<Vec<Mirror>> {
+        let before = self.errors.len();
+        // (destination path, percentage path, destination, percentage)
+        type Wanted<'r> = (String, String, &'r crate::config::Destination, Option<f64>);
+        let mut wanted: Vec<Wanted> = Vec::new();
+        if let Some(mirror) = &route.mirror {
+            if !route.mirrors.is_empty() {
+                self.error(&vs.source, path, "set one of mirror and mirrors, not both");
+            }
+            let (field, percent) = match (&route.mirror_percentage, route.mirror_percent) {
+                (Some(p), _) => ("mirrorPercentage.value", Some(p.value)),
+                (None, Some(p)) => ("mirrorPercent", Some(f64::from(p))),
+                (None, None) => ("mirrorPercentage", None),
+            };
+            wanted.push((
+                format!("{path}.mirror"),
+                format!("{path}.{field}"),
+                mirror,
+                percent,
+            ));
+        } else if route.mirror_percentage.is_some() || route.mirror_percent.is_some() {
+            self.error(
+                &vs.source,
+                format!("{path}.mirrorPercentage"),
+                "there is no mirror to apply it to",
+            );
+        }
+        for (i, m) in route.mirrors.iter().enumerate() {
+            wanted.push((
+                format!("{path}.mirrors[{i}].destination"),
+                format!("{path}.mirrors[{i}].percentage.value"),
+                &m.destination,
+                m.percentage.as_ref().map(|p| p.value),
+            ));
+        }
+        let mut mirrors = Vec::new();
+        for (at, percent_at, destination, percent) in wanted {
+            let percent = percent.unwrap_or(100.0);
+            if !(0.0..=100.0).contains(&percent) {
+                self.error(
+                    &vs.source,
+                    percent_at,
+                    format!("{percent} is not in range 0-100"),
+                );
+                continue;
+            }
+            if let Some(subset) = &destination.subset {
+                self.error(
+                    &vs.source,
+                    format!("{at}.subset"),
+                    format!("subset `{subset}` is not supported: subsets are defined by DestinationRules, which claimgate does not read yet"),
+                );
+                continue;
+            }
+            let Some(cluster) = self.cluster(vs, &at, destination, services) else {
+                continue;
+            };
+            // Istio: the percentage as a fraction per million.
+            let per_million = (percent * 10_000.0) as u32;
+            if per_million > 0 {
+                mirrors.push(Mirror {
+                    cluster,
+                    per_million,
+                });
+            }
+        }
+        (self.errors.len() == before).then_some(mirrors)
+    }
+
+    /// `timeout`: `0s` is none, as in Envoy.
+    fn timeout(
+        &mut self,
+        vs: &Resource<VirtualServiceSpec>,
+        path: &str,
+        timeout: Option<&str>,
+    ) -> Option<Duration> {
+        match parse_duration(timeout?) {
+            Ok(d) if d.is_zero() => None,
+            Ok(d) if d < Duration::from_millis(1) => {
+                self.error(
+                    &vs.source,
+                    format!("{path}.timeout"),
+                    "must be at least 1ms",
+                );
+                None
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.error(&vs.source, format!("{path}.timeout"), e);
+                None
+            }
+        }
+    }
+
+    /// `retries` as Istio converts it: absent is Istio's default policy,
+    /// `attempts: 0` none, otherwise the default with the fields given.
+    fn retry(
+        &mut self,
+        vs: &Resource<VirtualServiceSpec>,
+        path: &str,
+        retries: Option<&HttpRetry>,
+    ) -> Option<Option<RetryPolicy>> {
+        let Some(r) = retries else {
+            return Some(Some(RetryPolicy::istio_default()));
+        };
+        let at = format!("{path}.retries");
+        let before = self.errors.len();
+        if r.attempts == 0 {
+            if r.per_try_timeout.is_some()
+                || r.retry_on.is_some()
+                || r.retry_remote_localities.is_some()
+                || r.retry_ignore_previous_hosts.is_some()
+                || r.backoff.is_some()
+            {
+                self.error(
+                    &vs.source,
+                    &at,
+                    "a retry policy is configured while attempts is 0 (retries disabled)",
+                );
+                return None;
+            }
+            return Some(None);
+        }
+        let mut policy = RetryPolicy::istio_default();
+        match u32::try_from(r.attempts) {
+            Ok(n) if n <= MAX_RETRIES => policy.retries = n,
+            _ => self.error(
+                &vs.source,
+                format!("{at}.attempts"),
+                format!("{} retries: from 0 to {MAX_RETRIES}", r.attempts),
+            ),
+        }
+        let duration = |c: &mut Self, field: &str, text: &Option<String>| -> Option<Duration> {
+            match parse_duration(text.as_deref()?) {
+                Ok(d) if d >= Duration::from_millis(1) => Some(d),
+                Ok(_) => {
+                    c.error(&vs.source, format!("{at}.{field}"), "must be at least 1ms");
+                    None
+                }
+                Err(e) => {
+                    c.error(&vs.source, format!("{at}.{field}"), e);
+                    None
+                }
+            }
+        };
+        policy.per_try_timeout = duration(self, "perTryTimeout", &r.per_try_timeout);
+        if let Some(backoff) = duration(self, "backoff", &r.backoff) {
+            policy.backoff = backoff;
+        }
+        if let Some(retry_on) = r.retry_on.as_deref().filter(|s| !s.trim().is_empty()) {
+            if let Err(e) = policy.set_retry_on(retry_on) {
+                self.error(&vs.source, format!("{at}.retryOn"), e);
+            }
+        }
+        if let Some(ignore) = r.retry_ignore_previous_hosts {
+            policy.other_hosts = ignore;
+        }
+        (self.errors.len() == before).then_some(Some(policy))
     }
 
     /// `rewrite`: the path rewrite and the authority, checked.
@@ -1597,6 +1934,21 @@ fn output_header(name: &str) -> Result<HeaderName, String> {
         return Err(format!("`{name}` cannot be written from a token"));
     }
     Ok(header)
+}
+
+/// A VirtualService's routes as a listener on `port` has them (Istio's
+/// `BuildHTTPRoutesForVirtualService`): without those whose `match.port`
+/// is another port, and without any after the first catch-all route,
+/// which nothing could reach.
+fn on_listener(routes: &[Arc<Route>], port: u16) -> Vec<Arc<Route>> {
+    let mut out = Vec::with_capacity(routes.len());
+    for route in routes.iter().filter(|r| r.on_port(port)) {
+        out.push(route.clone());
+        if route.catch_all(port) {
+            break;
+        }
+    }
+    out
 }
 
 /// The header operations of one level (a route or a destination):

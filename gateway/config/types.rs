@@ -139,10 +139,68 @@ pub struct HttpRoute {
     pub rewrite: Option<HttpRewrite>,
     #[serde(default)]
     pub headers: Option<Headers>,
+    /// Istio duration; `0s` or absent: none.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Absent: Istio's default policy.
+    #[serde(default)]
+    pub retries: Option<HttpRetry>,
     #[serde(default)]
     pub redirect: Option<HttpRedirect>,
     #[serde(default)]
     pub direct_response: Option<HttpDirectResponse>,
+    #[serde(default)]
+    pub cors_policy: Option<CorsPolicy>,
+    #[serde(default)]
+    pub mirror: Option<Destination>,
+    #[serde(default)]
+    pub mirror_percentage: Option<Percent>,
+    /// Deprecated in Istio for `mirrorPercentage`.
+    #[serde(default)]
+    pub mirror_percent: Option<u32>,
+    #[serde(default)]
+    pub mirrors: Vec<HttpMirrorPolicy>,
+}
+
+/// Istio's `Percent`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Percent {
+    pub value: f64,
+}
+
+/// Istio's `HTTPMirrorPolicy`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpMirrorPolicy {
+    pub destination: Destination,
+    #[serde(default)]
+    pub percentage: Option<Percent>,
+}
+
+/// Istio's `CorsPolicy`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CorsPolicy {
+    #[serde(default)]
+    pub allow_origins: Option<Vec<StringMatch>>,
+    /// Deprecated in Istio: exact origins, read when `allowOrigins` is absent.
+    #[serde(default)]
+    pub allow_origin: Option<Vec<String>>,
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// Istio duration, whole seconds.
+    #[serde(default)]
+    pub max_age: Option<String>,
+    #[serde(default)]
+    pub allow_credentials: Option<bool>,
+    /// `FORWARD` (default) or `IGNORE`.
+    #[serde(default)]
+    pub unmatched_preflights: Option<String>,
 }
 
 /// Istio's `Headers`: operations on the request sent upstream and on the
@@ -167,6 +225,26 @@ pub struct HeaderOperations {
     pub add: BTreeMap<String, String>,
     #[serde(default)]
     pub remove: Vec<String>,
+}
+
+/// Istio's `HTTPRetry`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpRetry {
+    #[serde(default)]
+    pub attempts: i64,
+    #[serde(default)]
+    pub per_try_timeout: Option<String>,
+    #[serde(default)]
+    pub retry_on: Option<String>,
+    /// Endpoints have no locality here: no other locality to retry in.
+    #[serde(default)]
+    pub retry_remote_localities: Option<bool>,
+    #[serde(default)]
+    pub retry_ignore_previous_hosts: Option<bool>,
+    /// The base interval between retries (Istio duration).
+    #[serde(default)]
+    pub backoff: Option<String>,
 }
 
 /// Istio's `HTTPRedirect`.

@@ -2,6 +2,7 @@
 //! reading the same swappable `Snapshot`.
 
 mod connections;
+mod mirror;
 mod reject;
 
 pub use connections::Counted;
@@ -10,7 +11,7 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -20,7 +21,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 
-pub use reject::{Rejection, NO_HEALTHY_UPSTREAM, REASONS};
+pub use reject::{Rejection, NO_HEALTHY_UPSTREAM, REASONS, RETRY_ON_STATUS, UPSTREAM_TIMEOUT};
 
 use crate::access_log::{redact_query, rfc3339, AccessLog, Entry};
 use crate::authz::{remote_ip, AuthzRequest, Decision};
@@ -28,8 +29,8 @@ use crate::jwt::authn::{strip_cookie, strip_query_param, Outcome};
 use crate::jwt::{Authenticated, TokenLocation};
 use crate::metrics::RouteMetrics;
 use crate::routing::{
-    host_without_port, Action, ClaimView, DirectResponse, HeaderOps, Redirect, RequestView, Route,
-    UriSpan,
+    host_without_port, Action, ClaimView, CorsVerdict, DirectResponse, Failure, Forward, HeaderOps,
+    Redirect, RequestView, Route, UriSpan,
 };
 use crate::snapshot::Snapshot;
 use crate::upstream::{Balance, Endpoint, HashOn, Outcome as Ended};
@@ -90,6 +91,87 @@ pub struct RequestCtx {
     upstream: Option<std::net::SocketAddr>,
     /// That endpoint's counters: one request in flight until `logging`.
     endpoint: Option<Arc<Endpoint>>,
+    /// Attempts made at the upstream so far (a retry is one more).
+    tries: u32,
+    /// Endpoints already tried; filled only when a retry happens.
+    tried: Vec<std::net::SocketAddr>,
+    /// When the route's `timeout` runs out (from the first attempt).
+    deadline: Option<Instant>,
+    /// The last attempt failed on a pooled connection the upstream had
+    /// closed: pingora tries again on a new one, which is not a retry.
+    stale_retry: bool,
+    /// A CORS request from an allowed origin: the route whose policy
+    /// allowed it (matched before authentication), and the origin.
+    cors: Option<(Arc<Route>, http::HeaderValue)>,
+    /// The route's mirrors were looked at (once per request, not per attempt).
+    mirrored: bool,
+    /// Copies for mirrors, waiting for the request body.
+    mirror: Option<mirror::Pending>,
+}
+
+impl RequestCtx {
+    /// The forwarding action of the route this request matched.
+    fn forward(&self) -> Option<&Forward> {
+        match &self.route.as_deref()?.action {
+            Action::Forward(forward) => Some(forward),
+            _ => None,
+        }
+    }
+
+    /// Whether the route's retry policy retries an attempt that failed
+    /// with `failure`: retries left, time left, nothing sent to the client
+    /// yet, and the request body still whole in the retry buffer.
+    fn may_retry(&self, session: &Session, failure: Option<Failure>) -> bool {
+        let Some(policy) = self.forward().and_then(|f| f.retry.as_ref()) else {
+            return false;
+        };
+        self.tries <= policy.retries
+            && self.time_left()
+            && session.response_written().is_none()
+            && !session.as_ref().retry_buffer_truncated()
+            && failure.is_none_or(|f| policy.retries_failure(f))
+    }
+
+    /// Counts how the current attempt ended for outlier detection.
+    fn report_attempt(&self, outcome: Ended) {
+        let cluster = self.cluster.and_then(|i| self.snap.clusters.get(i));
+        if let (Some(cluster), Some(addr)) = (cluster, self.upstream) {
+            cluster.report(addr, outcome);
+        }
+    }
+
+    fn time_left(&self) -> bool {
+        self.deadline.is_none_or(|d| Instant::now() < d)
+    }
+}
+
+/// How a failed attempt counts for `retryOn`; `None` when the failure was
+/// not the upstream's (the client left, an internal error).
+fn failure_of(e: &Error) -> Option<Failure> {
+    if e.esource() != &pingora::ErrorSource::Upstream {
+        return None;
+    }
+    Some(match Rejection::from_proxy_error(e) {
+        Some(Rejection::ConnectFailure) => Failure::Connect,
+        Some(Rejection::UpstreamTimeout) => Failure::PerTryTimeout,
+        _ => Failure::Reset,
+    })
+}
+
+/// A random number below `n` (at least 1): std's randomly keyed hasher
+/// over the time, which is random enough to sample and to jitter.
+fn random_below(n: u32) -> u32 {
+    use std::hash::BuildHasher;
+    let random = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+    (random % u64::from(n.max(1))) as u32
+}
+
+/// A random time below `ceiling` (the jitter of Envoy's backoff).
+fn jitter(ceiling: Duration) -> Duration {
+    use std::hash::BuildHasher;
+    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX).max(1);
+    let random = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+    Duration::from_nanos(random % nanos)
 }
 
 /// Removes the token from where it was found, leaving the rest intact.
@@ -266,6 +348,17 @@ fn response_headers(ctx: &RequestCtx) -> Option<&HeaderOps> {
     (!ops.is_empty()).then_some(ops)
 }
 
+/// The CORS response headers of a request from an allowed origin (after
+/// the route's own operations: Envoy's CORS filter encodes last).
+fn apply_cors(ctx: &RequestCtx, response: &mut ResponseHeader) -> Result<()> {
+    if let Some((route, origin)) = &ctx.cors {
+        if let Some(cors) = &route.cors {
+            cors.apply(origin, response)?;
+        }
+    }
+    Ok(())
+}
+
 /// The counters a request is recorded in: its route's, for the cluster it
 /// was sent to, or the unrouted ones.
 fn route_metrics(ctx: &RequestCtx) -> &RouteMetrics {
@@ -336,6 +429,76 @@ impl Gateway {
         self.answer(session, ctx, header, body).await
     }
 
+    /// Envoy's CORS filter, on the route the request matches before its
+    /// token is read: latches an allowed origin in `ctx.cors`, and returns
+    /// the headers of a preflight to answer now.
+    fn cors(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> Option<Vec<(http::HeaderName, http::HeaderValue)>> {
+        let table = ctx
+            .snap
+            .listeners
+            .get(&self.listener)
+            .filter(|t| t.has_cors())?;
+        let req = session.req_header();
+        let origin = req
+            .headers
+            .get(http::header::ORIGIN)
+            .filter(|o| !o.is_empty())?;
+        let host = request_host(req);
+        let (route, _) =
+            table.select(&route_view(req, scheme_of(session), &host, self.port, None))?;
+        let cors = route.cors.as_deref()?;
+        match cors.verdict(req.method.as_str(), &req.headers, origin) {
+            CorsVerdict::None => None,
+            CorsVerdict::Allowed => {
+                ctx.cors = Some((route.clone(), origin.clone()));
+                None
+            }
+            CorsVerdict::Preflight(headers) => Some(headers),
+        }
+    }
+
+    /// The copies of this request for the route's mirrors (each sampled by
+    /// its share): sent at once without a body, else once the body is read.
+    fn mirror(&self, session: &mut Session, upstream: &RequestHeader, ctx: &mut RequestCtx) {
+        let Some(forward) = ctx.forward() else {
+            return;
+        };
+        if forward.mirrors.is_empty() {
+            return;
+        }
+        let copies: Vec<_> = forward
+            .mirrors
+            .iter()
+            .filter(|m| m.per_million >= 1_000_000 || random_below(1_000_000) < m.per_million)
+            .filter_map(|m| {
+                let cluster = ctx.snap.clusters.get(m.cluster)?.clone();
+                let peer = cluster.peer()?;
+                Some((cluster, peer))
+            })
+            .collect();
+        if copies.is_empty() {
+            return;
+        }
+        let mut header = upstream.clone();
+        let host = authority(&header).to_string();
+        if header
+            .insert_header(http::header::HOST, mirror::shadow_host(&host))
+            .is_err()
+        {
+            return;
+        }
+        let pending = mirror::Pending::new(copies, header);
+        if session.is_body_empty() {
+            pending.send();
+        } else {
+            ctx.mirror = Some(pending);
+        }
+    }
+
     /// Writes an answer of the gateway's own (a rejection, a redirect, a
     /// direct response): every such answer goes out here.
     async fn answer(
@@ -351,6 +514,7 @@ impl Gateway {
         if let Some(ops) = response_headers(ctx) {
             ops.apply_response(&mut header)?;
         }
+        apply_cors(ctx, &mut header)?;
         session
             .write_response_header(header, body.is_empty())
             .await?;
@@ -416,6 +580,13 @@ impl ProxyHttp for Gateway {
             upstream_sent: None,
             upstream: None,
             endpoint: None,
+            tries: 0,
+            tried: Vec::new(),
+            deadline: None,
+            stale_retry: false,
+            cors: None,
+            mirrored: false,
+            mirror: None,
         }
     }
 
@@ -425,6 +596,17 @@ impl ProxyHttp for Gateway {
         }
         if crate::tls::answer_https_redirect(session, &ctx.snap, &self.listener).await? {
             return Ok(true);
+        }
+        // CORS comes first, as Envoy's CORS filter runs before jwt_authn.
+        if let Some(preflight) = self.cors(session, ctx) {
+            let mut header = ResponseHeader::build(200, Some(preflight.len() + 1))?;
+            for (name, value) in preflight {
+                header.insert_header(name, value)?;
+            }
+            header.insert_header(http::header::CONTENT_LENGTH, "0")?;
+            return self
+                .answer(session, ctx, Box::new(header), Bytes::new())
+                .await;
         }
         let req = session.req_header();
         let now = unix_now();
@@ -491,43 +673,150 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// The endpoint for this attempt. A retry waits Envoy's jittered
+    /// backoff first and prefers an endpoint not tried yet; every attempt
+    /// is bounded by what is left of the route's `timeout` and by
+    /// `perTryTimeout`.
     async fn upstream_peer(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let no_endpoint = || Error::new(ErrorType::Custom(NO_HEALTHY_UPSTREAM));
+        let snap = ctx.snap.clone();
         let cluster = ctx
             .cluster
-            .and_then(|i| ctx.snap.clusters.get(i))
-            .ok_or_else(no_endpoint)?;
+            .and_then(|i| snap.clusters.get(i))
+            .ok_or_else(|| Error::new(ErrorType::Custom(NO_HEALTHY_UPSTREAM)))?;
+        // What this attempt needs of the route, copied out (no allocation).
+        let (timeout, per_try, retry) = match ctx.forward() {
+            Some(f) => (
+                f.timeout,
+                f.retry.as_ref().and_then(|p| p.per_try_timeout),
+                f.retry
+                    .as_ref()
+                    .map(|p| (p.other_hosts, p.backoff_ceiling(ctx.tries))),
+            ),
+            None => (None, None, None),
+        };
+        if ctx.tries == 0 {
+            ctx.deadline = timeout.map(|t| Instant::now() + t);
+        }
+        if ctx.stale_retry {
+            // The same attempt again, on a fresh connection.
+            ctx.stale_retry = false;
+        } else {
+            if let (Some((other_hosts, backoff)), true) = (retry, ctx.tries > 0) {
+                cluster.retries.inc();
+                if other_hosts {
+                    ctx.tried.extend(ctx.upstream);
+                }
+                let mut wait = jitter(backoff);
+                if let Some(deadline) = ctx.deadline {
+                    wait = wait.min(deadline.saturating_duration_since(Instant::now()));
+                }
+                tokio::time::sleep(wait).await;
+            }
+            ctx.tries += 1;
+        }
+        let remaining = ctx
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()));
+        if remaining.is_some_and(|r| r.is_zero()) {
+            return Err(Error::new(ErrorType::Custom(UPSTREAM_TIMEOUT)));
+        }
         let key = match &cluster.policy.balance {
-            Balance::Hash(HashOn::Header(name))
-                if ctx.snap.authn.output_headers().contains(name) =>
-            {
+            Balance::Hash(HashOn::Header(name)) if snap.authn.output_headers().contains(name) => {
                 // A header the gateway writes from the token (Envoy adds
                 // them before routing): hash what it will write, never
                 // what the client sent under that name.
                 let req = session.req_header();
                 ctx.authn
                     .as_ref()
-                    .map(|a| ctx.snap.authn.outputs(a, &req.headers, req.uri.query()))
+                    .map(|a| snap.authn.outputs(a, &req.headers, req.uri.query()))
                     .and_then(|outputs| outputs.into_iter().find(|(n, _)| n == name))
                     .map_or_else(Vec::new, |(_, v)| v.as_bytes().to_vec())
             }
             Balance::Hash(on) => hash_key(on, session),
             _ => Vec::new(),
         };
-        let addr = cluster.pick(&key).ok_or_else(no_endpoint)?;
-        // A retry picks again: the first pick is no longer in flight.
+        let addr = cluster
+            .pick_avoiding(&key, &ctx.tried)
+            .ok_or_else(|| Error::new(ErrorType::Custom(NO_HEALTHY_UPSTREAM)))?;
+        // A retry picks again: the previous pick is no longer in flight.
         if let Some(previous) = ctx.endpoint.take() {
             previous.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
         let endpoint = cluster.state.get(addr);
         endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
         ctx.endpoint = Some(endpoint);
+        let mut peer = cluster.peer_to(addr);
+        let attempt = match (per_try, remaining) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(attempt) = attempt {
+            peer.options.read_timeout = Some(attempt);
+            peer.options.write_timeout = Some(attempt);
+        }
+        if let Some(remaining) = remaining {
+            let connect = cluster.connect_timeout().min(remaining);
+            peer.options.connection_timeout = Some(connect);
+            peer.options.total_connection_timeout = Some(connect);
+        }
         ctx.upstream = Some(addr);
-        Ok(cluster.peer_to(addr))
+        Ok(peer)
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let retry = ctx.may_retry(session, Some(Failure::Connect));
+        if retry {
+            // This attempt is over: outlier detection counts it now, and
+            // `logging` counts only the last one.
+            ctx.report_attempt(Ended::GatewayError);
+        }
+        e.set_retry(retry);
+        e
+    }
+
+    /// Retries as the route's policy says (any method, as Envoy: the
+    /// request body is replayed from pingora's retry buffer, and a retry
+    /// is never made once a byte of the answer reached the client).
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if matches!(e.etype(), ErrorType::Custom(RETRY_ON_STATUS)) {
+            // Decided in upstream_response_filter.
+            e.set_retry(true);
+            return e;
+        }
+        if matches!(e.retry, pingora::RetryType::ReusedOnly)
+            && client_reused
+            && session.req_header().method.is_idempotent()
+            && session.response_written().is_none()
+            && !session.as_ref().retry_buffer_truncated()
+        {
+            ctx.stale_retry = true;
+            e.set_retry(true);
+            return e;
+        }
+        let retry = failure_of(&e).is_some_and(|f| ctx.may_retry(session, Some(f)));
+        if retry {
+            ctx.report_attempt(Ended::GatewayError);
+        }
+        e.set_retry(retry);
+        e
     }
 
     async fn upstream_request_filter(
@@ -573,6 +862,35 @@ impl ProxyHttp for Gateway {
         if let Some(d) = destination {
             d.request_headers.apply_request(upstream)?;
         }
+        if !ctx.mirrored {
+            ctx.mirrored = true;
+            self.mirror(session, upstream, ctx);
+        }
+        Ok(())
+    }
+
+    /// Collects the request body for the mirrors' copies; the copies go
+    /// once it is whole.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(pending) = ctx.mirror.as_mut() {
+            if let Some(chunk) = body {
+                if !pending.push(chunk) {
+                    ctx.mirror = None;
+                    return Ok(());
+                }
+            }
+            if end_of_stream {
+                if let Some(pending) = ctx.mirror.take() {
+                    pending.send();
+                }
+            }
+        }
         Ok(())
     }
 
@@ -586,13 +904,14 @@ impl ProxyHttp for Gateway {
         if let Some(ops) = response_headers(ctx) {
             ops.apply_response(response)?;
         }
+        apply_cors(ctx, response)?;
         Ok(())
     }
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
-        _response: &mut ResponseHeader,
+        session: &mut Session,
+        response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let cluster = ctx.cluster.and_then(|i| ctx.snap.clusters.get(i));
@@ -601,7 +920,38 @@ impl ProxyHttp for Gateway {
                 .response_seconds
                 .observe(sent.elapsed().as_secs_f64());
         }
+        // A response the policy retries is dropped before any of it is
+        // sent on; the last attempt's is passed on whatever it is.
+        let retried = ctx
+            .forward()
+            .and_then(|f| f.retry.as_ref())
+            .is_some_and(|p| p.retries_response(response.status.as_u16(), &response.headers));
+        if retried && ctx.may_retry(session, None) {
+            ctx.report_attempt(Ended::of_status(response.status.as_u16()));
+            let mut e = Error::new_up(ErrorType::Custom(RETRY_ON_STATUS));
+            e.set_retry(true);
+            return Err(e);
+        }
         Ok(())
+    }
+
+    /// The route's `timeout` also bounds the response body: past it, the
+    /// answer is cut off (Envoy resets the stream).
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if !end_of_stream && !ctx.time_left() {
+            return Err(Error::explain(
+                ErrorType::ReadTimedout,
+                "the route's timeout ran out during the response body",
+            )
+            .into_up());
+        }
+        Ok(None)
     }
 
     /// Every metric of a request is recorded here, once, and its access log

@@ -101,8 +101,10 @@ impl Rejection {
     /// (the client is gone or sent garbage: pingora's own answer stands).
     pub fn from_proxy_error(e: &Error) -> Option<Rejection> {
         use ErrorType::*;
-        if let Custom(NO_HEALTHY_UPSTREAM) = e.etype() {
-            return Some(Rejection::NoHealthyUpstream);
+        match e.etype() {
+            Custom(NO_HEALTHY_UPSTREAM) => return Some(Rejection::NoHealthyUpstream),
+            Custom(UPSTREAM_TIMEOUT) => return Some(Rejection::UpstreamTimeout),
+            _ => {}
         }
         if e.esource() != &ErrorSource::Upstream {
             return None;
@@ -137,6 +139,14 @@ impl Rejection {
 
 /// The `Custom` error type `upstream_peer` raises for an empty cluster.
 pub const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream";
+
+/// The `Custom` error type `upstream_peer` raises when the route's
+/// `timeout` ran out before another attempt could be made.
+pub const UPSTREAM_TIMEOUT: &str = "upstream request timeout";
+
+/// The `Custom` error type of an upstream response the retry policy
+/// retries (it never reaches the client).
+pub const RETRY_ON_STATUS: &str = "retriable upstream status";
 
 #[cfg(test)]
 mod tests {

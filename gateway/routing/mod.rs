@@ -1,9 +1,11 @@
 //! The route table one listener serves: virtual hosts by `Host`, and in each
 //! the ordered HTTP routes whose first match wins.
 
+mod cors;
 mod headers;
 mod local;
 mod matchers;
+mod retry;
 mod rewrite;
 mod weighted;
 
@@ -14,9 +16,11 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName};
 
 pub use crate::jwt::claims::{ClaimPath, ClaimView, CLAIM_PREFIX};
+pub use cors::{Cors, CorsVerdict};
 pub use headers::{operation_name, operation_value, HeaderOp, HeaderOps};
 pub use local::{DirectResponse, Redirect, RedirectPort};
 pub use matchers::StringMatcher;
+pub use retry::{Failure, RetryOn, RetryPolicy, MAX_RETRIES};
 pub use rewrite::{PathRewrite, UriSpan};
 pub use weighted::WeightedPicker;
 
@@ -183,23 +187,56 @@ impl MatchRule {
 }
 
 /// An HTTP route: any of its `match` entries (none: every request), and
-/// what the gateway does with a request it matches.
+/// what the gateway does with a request it matches. Istio turns each
+/// `match` entry of an `http[]` route into a route of its own, and so does
+/// the compiler: a compiled route has at most one entry.
 #[derive(Debug)]
 pub struct Route {
     /// `<namespace>/<virtualservice>/<name>`, or `.../http[<index>]` for an
     /// unnamed route: bounded, from config.
     pub name: Arc<str>,
+    /// Which `match` entry of its `http[]` route this is, of how many.
+    pub entry: Option<(usize, usize)>,
     pub matches: Vec<MatchRule>,
     pub action: Action,
     /// The counters of requests the route answers itself (cluster `(none)`).
     pub metrics: Arc<RouteMetrics>,
     /// `headers.response` of the route, for the answers it gives itself.
     pub response_headers: HeaderOps,
+    /// `corsPolicy`.
+    pub cors: Option<Box<Cors>>,
 }
 
 impl Route {
     pub fn matches(&self, req: &RequestView<'_>) -> bool {
         self.matching(req).is_some()
+    }
+
+    /// Whether the route is on listener `port`: Istio leaves a route whose
+    /// `match.port` is another port out of that listener's routes.
+    pub fn on_port(&self, port: u16) -> bool {
+        self.matches.iter().all(|m| {
+            m.conditions
+                .iter()
+                .all(|c| !matches!(c, Condition::Port(p) if *p != port))
+        })
+    }
+
+    /// Istio's `IsCatchAllRoute`, on listener `port`: the path condition is
+    /// the prefix `/` or the regex `.*` (or there is none), and nothing else
+    /// is looked at (headers, method, authority, scheme, query, claims).
+    pub fn catch_all(&self, port: u16) -> bool {
+        self.matches.iter().all(|m| {
+            m.conditions.iter().all(|c| match c {
+                Condition::Port(p) => *p == port,
+                Condition::Uri { matcher, .. } => match matcher {
+                    StringMatcher::Prefix(p) => p == "/",
+                    StringMatcher::Regex(r) => r.as_str() == "^(?:.*)$",
+                    _ => false,
+                },
+                _ => false,
+            })
+        })
     }
 
     /// What the first matching entry matched of the path (Envoy's prefix
@@ -213,7 +250,7 @@ impl Route {
 }
 
 /// What a route does with the requests it matches.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Action {
     /// Proxy to one of the destinations.
     Forward(Forward),
@@ -240,13 +277,29 @@ impl Action {
 }
 
 /// `route[]`: the destinations and how requests are split across them,
-/// and what is changed in the request on the way.
-#[derive(Debug)]
+/// and what is changed in the request on the way. A clone shares the
+/// split's counter (the routes of one `http[]` route's entries share it).
+#[derive(Debug, Clone)]
 pub struct Forward {
     pub destinations: Vec<RouteDestination>,
-    picker: WeightedPicker,
+    picker: Arc<WeightedPicker>,
     /// `rewrite.uri` or `rewrite.uriRegexRewrite`.
     pub rewrite: Option<PathRewrite>,
+    /// `timeout`: from the first attempt to the end of the response.
+    pub timeout: Option<std::time::Duration>,
+    /// `retries`; `None`: `attempts: 0`.
+    pub retry: Option<RetryPolicy>,
+    /// `mirror`/`mirrors`: copies of requests sent elsewhere.
+    pub mirrors: Vec<Mirror>,
+}
+
+/// A mirror: a share of requests copied to a cluster, its answers dropped.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    /// Index into the snapshot's clusters.
+    pub cluster: usize,
+    /// Requests mirrored, per million (Envoy's fractional percent).
+    pub per_million: u32,
 }
 
 impl Forward {
@@ -254,8 +307,11 @@ impl Forward {
     pub fn new(destinations: Vec<RouteDestination>, picker: WeightedPicker) -> Forward {
         Forward {
             destinations,
-            picker,
+            picker: Arc::new(picker),
             rewrite: None,
+            timeout: None,
+            retry: None,
+            mirrors: Vec::new(),
         }
     }
 
@@ -272,7 +328,7 @@ impl Forward {
 }
 
 /// One `route[]` entry.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RouteDestination {
     /// Index into the snapshot's clusters.
     pub cluster: usize,
@@ -317,12 +373,16 @@ pub struct HostTable {
     /// `*.example.com` as (`.example.com`, routes), longest suffix first.
     suffixes: Vec<(String, Vec<Arc<Route>>)>,
     any: Option<Vec<Arc<Route>>>,
+    /// Some route has a `corsPolicy`.
+    cors: bool,
 }
 
 impl HostTable {
     /// Adds routes under a host pattern (`*`, `*.example.com` or exact), after
     /// any routes the pattern already has.
     pub fn add(&mut self, host: &str, routes: impl IntoIterator<Item = Arc<Route>>) {
+        let routes: Vec<Arc<Route>> = routes.into_iter().collect();
+        self.cors |= routes.iter().any(|r| r.cors.is_some());
         let host = host.to_ascii_lowercase();
         let list = if host == "*" {
             self.any.get_or_insert_with(Vec::new)
@@ -344,6 +404,28 @@ impl HostTable {
             self.exact.entry(host).or_default()
         };
         list.extend(routes);
+    }
+
+    /// Moves the catch-all routes of every virtual host to its end, the
+    /// others keeping their order (Istio's `SortVHostRoutes`, applied once
+    /// every VirtualService of the listener on `port` is added).
+    pub fn sort_catch_alls(&mut self, port: u16) {
+        let lists = self
+            .exact
+            .values_mut()
+            .chain(self.suffixes.iter_mut().map(|(_, r)| r))
+            .chain(self.any.iter_mut());
+        for routes in lists {
+            let (catch_all, specific): (Vec<_>, Vec<_>) =
+                routes.drain(..).partition(|r| r.catch_all(port));
+            routes.extend(specific);
+            routes.extend(catch_all);
+        }
+    }
+
+    /// Whether any route has a `corsPolicy` (else Origin is not looked at).
+    pub fn has_cors(&self) -> bool {
+        self.cors
     }
 
     /// The routes of the most specific virtual host for `host` (lower case,
@@ -407,10 +489,12 @@ mod tests {
     fn route(name: &str) -> Arc<Route> {
         Arc::new(Route {
             name: name.into(),
+            entry: None,
             matches: Vec::new(),
             action: Action::to_cluster(0, RouteMetrics::new(name, "c")),
             metrics: RouteMetrics::new(name, crate::metrics::NONE),
             response_headers: HeaderOps::default(),
+            cors: None,
         })
     }
 

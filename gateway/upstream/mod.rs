@@ -89,7 +89,7 @@ impl Balancer {
 fn inet(backend: &Backend) -> Option<SocketAddr> {
     backend.addr.as_inet().copied()
 }
-use prometheus::Histogram;
+use prometheus::{Histogram, IntCounter};
 
 /// One upstream cluster, named as Istio names it:
 /// `outbound|<port>||<host>`.
@@ -112,6 +112,8 @@ pub struct Cluster {
     connect_timeout: Duration,
     /// `claimgate_upstream_response_seconds` of this cluster.
     pub response_seconds: Histogram,
+    /// `claimgate_upstream_retries_total` of this cluster.
+    pub retries: IntCounter,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -176,8 +178,12 @@ impl Cluster {
             &std::collections::hash_map::RandomState::new(),
             &name,
         );
+        let retries = crate::metrics::get()
+            .upstream_retries
+            .with_label_values(&[&name]);
         Ok(Cluster {
             response_seconds,
+            retries,
             name: name.into(),
             host,
             endpoints,
@@ -193,8 +199,24 @@ impl Cluster {
     /// Picks an endpoint for a request whose hash key (for a consistent
     /// hash policy) is `key`: never an ejected one. `None` when none is left.
     pub fn pick(&self, key: &[u8]) -> Option<SocketAddr> {
+        self.pick_avoiding(key, &[])
+    }
+
+    /// `pick`, avoiding the endpoints in `tried` while another is left
+    /// (Envoy's `previous_hosts` retry predicate).
+    pub fn pick_avoiding(&self, key: &[u8], tried: &[SocketAddr]) -> Option<SocketAddr> {
+        if !tried.is_empty() {
+            let untried = self.pick_where(key, |a| !tried.contains(&a));
+            if untried.is_some() {
+                return untried;
+            }
+        }
+        self.pick_where(key, |_| true)
+    }
+
+    fn pick_where(&self, key: &[u8], allowed: impl Fn(SocketAddr) -> bool) -> Option<SocketAddr> {
         let backends = self.lb.backends().get_backend();
-        let usable = |b: &Backend| inet(b).is_some_and(|a| !self.state.is_ejected(a));
+        let usable = |b: &Backend| inet(b).is_some_and(|a| allowed(a) && !self.state.is_ejected(a));
         if self.policy.balance == Balance::LeastRequest {
             let candidates: Vec<SocketAddr> = backends
                 .iter()
@@ -282,7 +304,7 @@ impl Cluster {
     /// The next endpoint (round robin, or as the policy says with an
     /// empty hash key), as a plain-HTTP peer; `None` when none is left.
     pub fn peer(&self) -> Option<Box<HttpPeer>> {
-        self.pick(b"").map(|addr| self.peer_to(addr))
+        self.pick_avoiding(b"", &[]).map(|addr| self.peer_to(addr))
     }
 }
 
@@ -310,5 +332,26 @@ mod tests {
         seen.sort();
         seen.dedup();
         assert_eq!(seen.len(), 3);
+    }
+
+    #[test]
+    fn a_retry_avoids_endpoints_already_tried_while_others_remain() {
+        let endpoints: Vec<SocketAddr> = vec![
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+            "127.0.0.1:3".parse().unwrap(),
+        ];
+        let c = Cluster::new(
+            "c".into(),
+            "h".into(),
+            endpoints.clone(),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        for _ in 0..6 {
+            assert_eq!(c.pick_avoiding(b"", &endpoints[..2]), Some(endpoints[2]));
+        }
+        // Every endpoint tried: any will do.
+        assert!(c.pick_avoiding(b"", &endpoints).is_some());
     }
 }
