@@ -12,30 +12,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::*;
 
-/// A ServiceEntry `pool` whose endpoints are these addresses (all on
-/// 127.0.0.1, each with its own port).
+/// A ServiceEntry `pool` whose endpoints are these addresses.
 fn pool(addrs: &[SocketAddr]) -> String {
-    let endpoints: String = addrs
-        .iter()
-        .map(|a| {
-            format!(
-                "  - address: {}\n    ports: {{http: {}}}\n",
-                a.ip(),
-                a.port()
-            )
-        })
-        .collect();
-    format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: pool, namespace: foo}}
-spec:
-  hosts: [pool.foo.svc.cluster.local]
-  ports: [{{number: 8000, name: http, protocol: HTTP}}]
-  resolution: STATIC
-  endpoints:
-{endpoints}"#
-    )
+    service_entry_endpoints("pool", addrs)
 }
 
 const ROUTE: &str = r#"apiVersion: networking.istio.io/v1

@@ -158,26 +158,6 @@ fn scripted_origin(
     (addr, seen)
 }
 
-/// A ServiceEntry `name` (port 8000) whose endpoints are `addrs`, each
-/// with its own port.
-fn service_entry_endpoints(name: &str, addrs: &[SocketAddr]) -> String {
-    let endpoints: String = addrs
-        .iter()
-        .map(|a| {
-            format!(
-                "  - address: {}\n    ports: {{http: {}}}\n",
-                a.ip(),
-                a.port()
-            )
-        })
-        .collect();
-    format!(
-        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: foo}}\n\
-         spec:\n  hosts: [{name}.foo.svc.cluster.local]\n  ports: [{{number: 8000, name: http, protocol: HTTP}}]\n\
-         \x20 resolution: STATIC\n  endpoints:\n{endpoints}"
-    )
-}
-
 /// A closed port: connections to it are refused.
 fn dead_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))

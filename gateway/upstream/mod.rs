@@ -312,13 +312,11 @@ impl Cluster {
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_robin_visits_every_endpoint() {
-        let endpoints: Vec<SocketAddr> = vec![
-            "127.0.0.1:1".parse().unwrap(),
-            "127.0.0.1:2".parse().unwrap(),
-            "127.0.0.1:3".parse().unwrap(),
-        ];
+    /// A round-robin cluster of three endpoints.
+    fn three_endpoints() -> (Vec<SocketAddr>, Cluster) {
+        let endpoints: Vec<SocketAddr> = (1..=3)
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+            .collect();
         let c = Cluster::new(
             "c".into(),
             "h".into(),
@@ -326,6 +324,12 @@ mod tests {
             Duration::from_secs(1),
         )
         .unwrap();
+        (endpoints, c)
+    }
+
+    #[test]
+    fn round_robin_visits_every_endpoint() {
+        let (_, c) = three_endpoints();
         let mut seen: Vec<String> = (0..6)
             .map(|_| c.peer().unwrap()._address.to_string())
             .collect();
@@ -336,18 +340,7 @@ mod tests {
 
     #[test]
     fn a_retry_avoids_endpoints_already_tried_while_others_remain() {
-        let endpoints: Vec<SocketAddr> = vec![
-            "127.0.0.1:1".parse().unwrap(),
-            "127.0.0.1:2".parse().unwrap(),
-            "127.0.0.1:3".parse().unwrap(),
-        ];
-        let c = Cluster::new(
-            "c".into(),
-            "h".into(),
-            endpoints.clone(),
-            Duration::from_secs(1),
-        )
-        .unwrap();
+        let (endpoints, c) = three_endpoints();
         for _ in 0..6 {
             assert_eq!(c.pick_avoiding(b"", &endpoints[..2]), Some(endpoints[2]));
         }

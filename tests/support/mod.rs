@@ -251,6 +251,26 @@ spec:
     )
 }
 
+/// A ServiceEntry `name` (port 8000) whose endpoints are `addrs`, each
+/// with its own port.
+pub fn service_entry_endpoints(name: &str, addrs: &[SocketAddr]) -> String {
+    let endpoints: String = addrs
+        .iter()
+        .map(|a| {
+            format!(
+                "  - address: {}\n    ports: {{http: {}}}\n",
+                a.ip(),
+                a.port()
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: foo}}\n\
+         spec:\n  hosts: [{name}.foo.svc.cluster.local]\n  ports: [{{number: 8000, name: http, protocol: HTTP}}]\n\
+         \x20 resolution: STATIC\n  endpoints:\n{endpoints}"
+    )
+}
+
 /// The Settings document of a test gateway; `extra` adds `spec` lines.
 pub fn settings_yaml(admin: u16, extra: &str) -> String {
     // A long refresh by default, so tests count fetches exactly; a test may set its own.
