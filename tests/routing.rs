@@ -1200,3 +1200,46 @@ fn bad_mirrors_are_refused_with_their_location() {
         );
     }
 }
+
+#[test]
+fn with_a_consistent_hash_a_retry_stays_on_the_hashed_endpoint() {
+    // Istio gives a hashed destination a retry policy without the
+    // previous-hosts predicate: a user's retries go where the hash says.
+    let (bad, hits) = scripted_origin("bad", 503, std::time::Duration::ZERO);
+    let good = echo_origin("good");
+    let port = free_port();
+    let rule = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: pool, namespace: foo}\n\
+                spec:\n  host: pool\n  trafficPolicy:\n    loadBalancer:\n      consistentHash: {httpHeaderName: x-user}\n";
+    let gw = Gateway::start(
+        port,
+        &[
+            ("gateway.yaml", gateway_yaml(port)),
+            ("pool.yaml", service_entry_endpoints("pool", &[bad, good])),
+            (
+                "routes.yaml",
+                virtual_service("hashed", "  - route: [{destination: {host: pool}}]\n"),
+            ),
+            ("rule.yaml", rule.to_string()),
+        ],
+    );
+    let (mut stuck, mut served) = (0, 0);
+    for user in 0..20 {
+        let before = hits.lock().unwrap().len();
+        let r = get(gw.port, "/x", &[&format!("x-user: user-{user}")]);
+        let attempts = hits.lock().unwrap().len() - before;
+        match r.status {
+            // Hashed to the failing endpoint: the first attempt and Istio's
+            // two default retries (503) all went there.
+            503 => {
+                assert_eq!(attempts, 3, "user-{user}");
+                stuck += 1;
+            }
+            200 => {
+                assert_eq!(attempts, 0, "user-{user}");
+                served += 1;
+            }
+            other => panic!("user-{user}: {other}"),
+        }
+    }
+    assert!(stuck > 0 && served > 0, "{stuck} stuck, {served} served");
+}

@@ -707,7 +707,11 @@ impl ProxyHttp for Gateway {
         } else {
             if let (Some((other_hosts, backoff)), true) = (retry, ctx.tries > 0) {
                 cluster.retries.inc();
-                if other_hosts {
+                // With a consistent hash, a retry stays on the hash's
+                // endpoint: Istio's retry policy for a hashed destination
+                // has no previous-hosts predicate.
+                let hashed = matches!(cluster.policy.balance, Balance::Hash(_));
+                if other_hosts && !hashed {
                     ctx.tried.extend(ctx.upstream);
                 }
                 let mut wait = jitter(backoff);
