@@ -1348,7 +1348,7 @@ impl Compiler {
                     &vs.source,
                     format!("{at}.destination.subset"),
                     format!(
-                        "subset `{subset}` is not supported: subsets are defined by DestinationRules, which claimgate does not read yet"
+                        "subset `{subset}` is not supported: claimgate does not read DestinationRule subsets yet"
                     ),
                 );
                 continue;
@@ -1487,7 +1487,7 @@ impl Compiler {
                 self.error(
                     &vs.source,
                     format!("{at}.subset"),
-                    format!("subset `{subset}` is not supported: subsets are defined by DestinationRules, which claimgate does not read yet"),
+                    format!("subset `{subset}` is not supported: claimgate does not read DestinationRule subsets yet"),
                 );
                 continue;
             }

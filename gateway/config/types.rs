@@ -368,8 +368,8 @@ pub struct HttpRouteDestination {
 #[serde(deny_unknown_fields)]
 pub struct Destination {
     pub host: String,
-    /// Read so that it can be refused with a reason: subsets are defined by
-    /// DestinationRules, which claimgate does not read yet.
+    /// Read so that it can be refused with a reason: claimgate does not
+    /// read DestinationRule subsets yet.
     #[serde(default)]
     pub subset: Option<String>,
     #[serde(default)]
