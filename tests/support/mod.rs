@@ -36,12 +36,26 @@ pub fn read_fixture(path: &str) -> String {
 }
 
 /// A port that was free a moment ago.
+///
+/// Ports come from 16384-32767, below the kernel's ephemeral range
+/// (32768-60999 on Linux), so a socket another test binds to port 0 (an
+/// origin, an outgoing connection) can never take one between this call
+/// and the gateway's bind. Within a test binary a counter hands each port
+/// out once; test binaries run one after another, each from its own offset.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 16_384;
+    const SPAN: u32 = 16_384;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < SPAN, "ran out of test ports");
+        let port = (LOW + (offset + n) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub fn now() -> u64 {
