@@ -160,6 +160,8 @@ pub struct Authenticator {
     max_token_bytes: usize,
     /// `claimgate_jwt_validations_total` of each provider's issuer.
     validations: Vec<Arc<CounterSet<&'static str>>>,
+    /// The query parameters any rule reads a token from.
+    token_params: Vec<String>,
 }
 
 /// Validation counters for tokens whose issuer no rule names.
@@ -201,7 +203,15 @@ impl Authenticator {
             .iter()
             .map(|p| crate::metrics::validations(&p.issuer))
             .collect();
+        let token_params = locations
+            .iter()
+            .filter_map(|l| match l {
+                TokenLocation::Param(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
         Authenticator {
+            token_params,
             providers,
             locations,
             accepts,
@@ -214,6 +224,11 @@ impl Authenticator {
 
     pub fn providers(&self) -> &[Provider] {
         &self.providers
+    }
+
+    /// The query parameters a token is read from (redacted in logs).
+    pub fn token_params(&self) -> &[String] {
+        &self.token_params
     }
 
     pub fn locations(&self) -> &[TokenLocation] {

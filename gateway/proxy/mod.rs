@@ -378,18 +378,8 @@ fn route_metrics(ctx: &RequestCtx) -> &RouteMetrics {
 impl Gateway {
     fn log_access(&self, session: &Session, ctx: &RequestCtx, status: u16, seconds: f64) {
         let req = session.req_header();
-        let redact: Vec<&str> = ctx
-            .snap
-            .authn
-            .locations()
-            .iter()
-            .filter_map(|l| match l {
-                TokenLocation::Param(p) => Some(p.as_str()),
-                _ => None,
-            })
-            .collect();
         let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
-        let path = redact_query(path, &redact);
+        let path = redact_query(path, ctx.snap.authn.token_params());
         let token = ctx.authn.as_ref().map(|a| &a.token);
         let cluster = ctx.cluster.and_then(|i| ctx.snap.clusters.get(i));
         self.access_log.log(&Entry {
