@@ -39,13 +39,6 @@ spec:
     )
 }
 
-fn origin_of(reply: &Reply) -> String {
-    reply.echo()["origin"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[test]
 fn hashing_a_claim_written_header_keeps_each_user_on_one_endpoint() {
     let jwks = jwks_server(&test_jwks());
@@ -80,7 +73,7 @@ fn hashing_a_claim_written_header_keeps_each_user_on_one_endpoint() {
             .unwrap();
         assert_eq!(reply.status, 200);
         assert_eq!(reply.echo()["headers"]["x-user"], format!("user-{user}"));
-        placed.entry(user).or_default().insert(origin_of(&reply));
+        placed.entry(user).or_default().insert(reply.origin());
     }
     for (user, endpoints) in &placed {
         assert_eq!(endpoints.len(), 1, "user-{user} went to {endpoints:?}");
@@ -123,7 +116,7 @@ fn a_failing_endpoint_is_ejected_and_comes_back() {
     );
     let ejected_at = Instant::now();
     for _ in 0..20 {
-        assert_eq!(origin_of(&get(port, "/x", &[])), "good");
+        assert_eq!(get(port, "/x", &[]).origin(), "good");
     }
     // Ejected: not even tried (no retry needed).
     assert_eq!(

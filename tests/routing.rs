@@ -163,14 +163,6 @@ fn dead_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
-/// The origin that answered, by the echo's `origin` field.
-fn origin_of(reply: &Reply) -> String {
-    reply.echo()["origin"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
 // ----------------------------------------------------------------- weights
 
 #[test]
@@ -192,7 +184,7 @@ fn a_ninety_ten_split_is_exact_over_ten_thousand_requests() {
                 for _ in 0..2500 {
                     let reply = client.get("/headers", &[]).expect("an answer");
                     assert_eq!(reply.status, 200, "{reply:?}");
-                    *counts.entry(origin_of(&reply)).or_default() += 1;
+                    *counts.entry(reply.origin()).or_default() += 1;
                 }
                 counts
             })
@@ -233,7 +225,7 @@ fn a_zero_weight_destination_gets_nothing() {
     );
     let mut client = Client::connect(gw.port).unwrap();
     for _ in 0..20 {
-        assert_eq!(origin_of(&client.get("/", &[]).unwrap()), "beta");
+        assert_eq!(client.get("/", &[]).unwrap().origin(), "beta");
     }
 }
 
@@ -283,7 +275,7 @@ fn routes_match_on_query_parameters_scheme_and_port() {
 "#,
         ),
     );
-    let via = |path: &str| origin_of(&get(gw.port, path, &[]));
+    let via = |path: &str| get(gw.port, path, &[]).origin();
     // Query parameters: the first value, exactly as sent.
     assert_eq!(via("/q?v=2"), "beta");
     assert_eq!(via("/q?x=1&v=2&v=3"), "beta");
@@ -305,7 +297,7 @@ fn routes_match_on_query_parameters_scheme_and_port() {
         "GET /p HTTP/1.1\r\nHost: example.com:1\r\nConnection: close\r\n\r\n",
     )
     .unwrap();
-    assert_eq!(origin_of(&reply), "beta");
+    assert_eq!(reply.origin(), "beta");
 }
 
 #[test]
@@ -618,7 +610,7 @@ fn header_operations_change_requests_and_responses_in_envoys_order() {
     for _ in 0..2 {
         let r = client.get("/weighted", &[]).unwrap();
         let sent = &r.echo()["headers"];
-        let origin = origin_of(&r);
+        let origin = r.origin();
         assert_eq!(sent["x-both"], "route");
         assert_eq!(sent["x-dest"], origin.as_str());
         assert_eq!(r.header("x-served-by"), Some(origin.as_str()));
@@ -967,7 +959,7 @@ fn a_preflight_is_answered_before_authentication_and_answers_carry_cors_headers(
         &["Origin: https://app.example.com", &bearer(&token)],
     );
     assert_eq!(r.status, 200);
-    assert_eq!(origin_of(&r), "alpha");
+    assert_eq!(r.origin(), "alpha");
     assert_eq!(
         r.header("access-control-allow-origin"),
         Some("https://app.example.com")
@@ -1072,7 +1064,7 @@ fn virtual_services_on_one_host_merge_as_istio_merges_them() {
         &["alpha", "beta", "gamma"],
         &format!("{first}---\n{second}"),
     );
-    let via = |path: &str, headers: &[&str]| origin_of(&get(gw.port, path, headers));
+    let via = |path: &str, headers: &[&str]| get(gw.port, path, headers).origin();
     assert_eq!(via("/a", &[]), "alpha");
     assert_eq!(via("/b", &[]), "gamma");
     // `first`'s /late came after its catch-all: it is not there.
@@ -1118,7 +1110,7 @@ fn mirrors_get_copies_and_never_delay_the_answer() {
     let started = std::time::Instant::now();
     for i in 0..5 {
         let r = get(gw.port, &format!("/all/{i}?q=1"), &["x-trace: t"]);
-        assert_eq!((r.status, origin_of(&r)), (200, "alpha".to_string()));
+        assert_eq!((r.status, r.origin()), (200, "alpha".to_string()));
     }
     assert!(
         started.elapsed() < std::time::Duration::from_secs(2),

@@ -595,6 +595,14 @@ impl Reply {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The name of the echo origin that answered ("" when not an echo).
+    pub fn origin(&self) -> String {
+        serde_json::from_str::<Value>(&self.body)
+            .ok()
+            .and_then(|v| v["origin"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
     /// The echo origin's JSON.
     pub fn echo(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not an echo: {self:?}"))
