@@ -243,7 +243,7 @@ fn bad_weights_and_subsets_are_refused_with_their_location() {
     for expected in [
         "document 1: spec.http[0].route: the destinations' weights add up to 0",
         "document 1: spec.http[1].route[0].weight: -1 is not a weight",
-        "document 1: spec.http[2].route[0].destination.subset: subset `v1` is not supported: claimgate does not read DestinationRule subsets yet",
+        "document 1: spec.http[2].route[0].destination.subset: no DestinationRule for `alpha.foo.svc.cluster.local` defines subset `v1`",
     ] {
         assert!(stderr.contains(expected), "missing `{expected}` in:\n{stderr}");
     }

@@ -33,7 +33,7 @@ use crate::routing::{
     RetryPolicy, Route, RouteDestination, StringMatcher, UriSpan, WeightedPicker, MAX_RETRIES,
 };
 use crate::snapshot::Snapshot;
-use crate::upstream::{Balance, Cluster, DnsTargets, HashOn, Outlier, Policy};
+use crate::upstream::{Balance, Cluster, DnsTargets, HashOn, Outlier, Policy, Pool};
 
 /// Process settings, validated.
 #[derive(Debug, Clone)]
@@ -66,11 +66,12 @@ pub struct Shared {
 }
 
 /// A cluster is the same cluster while its name, endpoints (addresses, or
-/// names resolved by DNS) and connect timeout are.
+/// names resolved by DNS), their weights, connect timeout and policy are.
 type ClusterKey = (
     String,
     Vec<SocketAddr>,
     Vec<(String, u16)>,
+    Vec<usize>,
     Duration,
     Policy,
 );
@@ -185,7 +186,7 @@ pub fn compile(config: &Config, shared: &Shared) -> Result<Snapshot, ConfigError
         cluster_index: HashMap::new(),
         previous,
         jwks_uris: HashSet::new(),
-        policies: HashMap::new(),
+        rules: HashMap::new(),
         tls: Default::default(),
     };
     let gateways = c.gateways(config);
@@ -245,8 +246,8 @@ pub fn compile(config: &Config, shared: &Shared) -> Result<Snapshot, ConfigError
 }
 
 struct Compiler {
-    /// DestinationRule traffic policies by host.
-    policies: HashMap<String, Policy>,
+    /// DestinationRules by host.
+    rules: HashMap<String, Rule>,
     /// Every jwksUri the configuration names.
     jwks_uris: HashSet<String>,
     settings: Settings,
@@ -256,10 +257,29 @@ struct Compiler {
     /// Clusters of the previous compile, reused when unchanged.
     previous: HashMap<ClusterKey, Arc<Cluster>>,
     /// (service entry host, port) -> index in `clusters`.
-    cluster_index: HashMap<(String, u16), usize>,
+    cluster_index: HashMap<(String, u16, Option<String>), usize>,
     /// TLS of the Gateway servers, by listening address.
     tls: crate::tls::Builder,
 }
+
+/// A DestinationRule, compiled: its traffic policy and its subsets.
+#[derive(Debug, Clone)]
+struct Rule {
+    policy: Policy,
+    subsets: HashMap<String, SubsetRule>,
+}
+
+/// A subset: the endpoint labels it selects (all must match) and its
+/// policy (the rule's, with the fields the subset sets replaced).
+#[derive(Debug, Clone)]
+struct SubsetRule {
+    labels: std::collections::BTreeMap<String, String>,
+    policy: Policy,
+}
+
+/// The largest sum of one cluster's endpoint weights (after dividing them
+/// by their common divisor): the balancer's table holds one slot per unit.
+const MAX_WEIGHT_SUM: usize = 10_000;
 
 /// A Gateway server's host: `[namespace/]host`.
 struct ServerHost {
@@ -497,9 +517,6 @@ impl Compiler {
         for dr in &config.destination_rules {
             let before = self.errors.len();
             let host = dr.spec.host.to_ascii_lowercase();
-            if dr.spec.subsets.is_some() {
-                self.error(&dr.source, "spec.subsets", "subsets are not supported yet");
-            }
             if dr.spec.workload_selector.is_some() {
                 self.error(
                     &dr.source,
@@ -507,10 +524,55 @@ impl Compiler {
                     "applies to sidecars, not to this gateway",
                 );
             }
-            let policy = self.traffic_policy(&dr.source, dr.spec.traffic_policy.as_ref());
+            let top = dr.spec.traffic_policy.as_ref();
+            let policy = self.traffic_policy(&dr.source, "spec.trafficPolicy", top);
             if self.errors.len() != before {
                 continue;
             }
+            let mut subsets = HashMap::new();
+            for (i, subset) in dr.spec.subsets.iter().enumerate() {
+                let at = format!("spec.subsets[{i}]");
+                if subset.name.is_empty() || subset.name.contains('|') {
+                    self.error(
+                        &dr.source,
+                        format!("{at}.name"),
+                        "a subset needs a name, without `|`",
+                    );
+                    continue;
+                }
+                // The subset's own fields are checked where they are
+                // written; the merge of two valid policies is valid.
+                let own = subset.traffic_policy.as_ref();
+                let checked = self.errors.len();
+                self.traffic_policy(&dr.source, &format!("{at}.trafficPolicy"), own);
+                if self.errors.len() != checked {
+                    continue;
+                }
+                let merged = match (top, own) {
+                    (Some(top), Some(own)) => Some(top.merged_with(own)),
+                    (top, own) => own.or(top).cloned(),
+                };
+                let policy = self.traffic_policy(
+                    &dr.source,
+                    &format!("{at}.trafficPolicy"),
+                    merged.as_ref(),
+                );
+                let rule = SubsetRule {
+                    labels: subset.labels.clone(),
+                    policy,
+                };
+                if subsets.insert(subset.name.clone(), rule).is_some() {
+                    self.error(
+                        &dr.source,
+                        format!("{at}.name"),
+                        format!("subset `{}` is defined twice", subset.name),
+                    );
+                }
+            }
+            if self.errors.len() != before {
+                continue;
+            }
+            let rule = Rule { policy, subsets };
             let mut names = vec![host.clone()];
             if !host.contains('.') {
                 names.push(format!(
@@ -519,7 +581,7 @@ impl Compiler {
                 ));
             }
             for name in names {
-                if self.policies.insert(name.clone(), policy.clone()).is_some() {
+                if self.rules.insert(name.clone(), rule.clone()).is_some() {
                     self.error(
                         &dr.source,
                         "spec.host",
@@ -530,18 +592,21 @@ impl Compiler {
         }
     }
 
+    /// A `trafficPolicy` written at `at`.
     fn traffic_policy(
         &mut self,
         source: &Source,
+        at: &str,
         tp: Option<&crate::config::TrafficPolicy>,
     ) -> Policy {
         let mut policy = Policy::default();
         let Some(tp) = tp else {
             return policy;
         };
-        let at = "spec.trafficPolicy";
+        if let Some(pool) = &tp.connection_pool {
+            policy.pool = self.connection_pool(source, &format!("{at}.connectionPool"), pool);
+        }
         for (field, set) in [
-            ("connectionPool", tp.connection_pool.is_some()),
             ("tls", tp.tls.is_some()),
             ("portLevelSettings", tp.port_level_settings.is_some()),
         ] {
@@ -649,6 +714,132 @@ impl Compiler {
             policy.outlier = Some(outlier);
         }
         policy
+    }
+
+    /// `connectionPool` at `at`: the circuit breakers and connection
+    /// settings Pingora can honour; the rest is refused with the reason.
+    fn connection_pool(
+        &mut self,
+        source: &Source,
+        at: &str,
+        cp: &crate::config::ConnectionPoolSettings,
+    ) -> Pool {
+        let mut pool = Pool::default();
+        // Istio's limits are int32, at least 1 when set; 0 means "the
+        // default", which is no limit.
+        let limit = |c: &mut Compiler, field: String, value: Option<i64>| -> Option<usize> {
+            match value? {
+                0 => None,
+                n if (1..=i64::from(i32::MAX)).contains(&n) => usize::try_from(n).ok(),
+                n => {
+                    c.error(
+                        source,
+                        field,
+                        format!("{n} is not a limit (1 to {})", i32::MAX),
+                    );
+                    None
+                }
+            }
+        };
+        let duration =
+            |c: &mut Compiler, field: String, text: Option<&String>| match parse_duration(text?) {
+                Ok(d) if !d.is_zero() => Some(d),
+                Ok(_) => {
+                    c.error(source, field, "must be more than zero");
+                    None
+                }
+                Err(e) => {
+                    c.error(source, field, e);
+                    None
+                }
+            };
+        if let Some(tcp) = &cp.tcp {
+            let at = format!("{at}.tcp");
+            pool.max_connections = limit(self, format!("{at}.maxConnections"), tcp.max_connections);
+            pool.connect_timeout = duration(
+                self,
+                format!("{at}.connectTimeout"),
+                tcp.connect_timeout.as_ref(),
+            );
+            if let Some(ka) = &tcp.tcp_keepalive {
+                let at = format!("{at}.tcpKeepalive");
+                // Istio: unset fields take the system's defaults (Linux:
+                // 7200 s, 75 s, 9 probes).
+                let time = duration(self, format!("{at}.time"), ka.time.as_ref());
+                let interval = duration(self, format!("{at}.interval"), ka.interval.as_ref());
+                if ka.probes == Some(0) {
+                    self.error(source, format!("{at}.probes"), "at least 1");
+                }
+                pool.keepalive = Some((
+                    time.unwrap_or(Duration::from_secs(7200)),
+                    interval.unwrap_or(Duration::from_secs(75)),
+                    ka.probes.map_or(9, |p| p as usize),
+                ));
+            }
+            if tcp.max_connection_duration.is_some() {
+                self.error(
+                    source,
+                    format!("{at}.maxConnectionDuration"),
+                    "not supported: Pingora's upstream pool has no maximum connection age",
+                );
+            }
+            if tcp.idle_timeout.is_some() {
+                self.error(
+                    source,
+                    format!("{at}.idleTimeout"),
+                    "applies to TCP proxying: set http.idleTimeout for HTTP connections",
+                );
+            }
+        }
+        if let Some(http) = &cp.http {
+            let at = format!("{at}.http");
+            pool.max_pending = limit(
+                self,
+                format!("{at}.http1MaxPendingRequests"),
+                http.http1_max_pending_requests,
+            );
+            pool.max_requests = limit(
+                self,
+                format!("{at}.http2MaxRequests"),
+                http.http2_max_requests,
+            );
+            pool.max_retries = limit(self, format!("{at}.maxRetries"), http.max_retries);
+            pool.idle_timeout = duration(
+                self,
+                format!("{at}.idleTimeout"),
+                http.idle_timeout.as_ref(),
+            );
+            if http.max_requests_per_connection.is_some_and(|n| n != 0) {
+                self.error(
+                    source,
+                    format!("{at}.maxRequestsPerConnection"),
+                    "not supported: Pingora reuses an upstream connection while it stays open (0, unlimited, is accepted)",
+                );
+            }
+            match http.h2_upgrade_policy.as_deref() {
+                None | Some("DEFAULT") | Some("DO_NOT_UPGRADE") => {}
+                Some(other) => self.error(
+                    source,
+                    format!("{at}.h2UpgradePolicy"),
+                    format!("`{other}` is not supported: upstream requests are HTTP/1.1 (DEFAULT, DO_NOT_UPGRADE)"),
+                ),
+            }
+            if http.use_client_protocol == Some(true) {
+                self.error(
+                    source,
+                    format!("{at}.useClientProtocol"),
+                    "not supported: upstream requests are HTTP/1.1",
+                );
+            }
+            if http.max_concurrent_streams.is_some() {
+                self.error(
+                    source,
+                    format!("{at}.maxConcurrentStreams"),
+                    "not supported: upstream requests are HTTP/1.1",
+                );
+            }
+        }
+        pool
     }
 
     fn virtual_service(
@@ -1343,16 +1534,6 @@ impl Compiler {
                     }
                 },
             };
-            if let Some(subset) = &d.destination.subset {
-                self.error(
-                    &vs.source,
-                    format!("{at}.destination.subset"),
-                    format!(
-                        "subset `{subset}` is not supported: claimgate does not read DestinationRule subsets yet"
-                    ),
-                );
-                continue;
-            }
             let Some(cluster) =
                 self.cluster(vs, &format!("{at}.destination"), &d.destination, services)
             else {
@@ -1480,14 +1661,6 @@ impl Compiler {
                     &vs.source,
                     percent_at,
                     format!("{percent} is not in range 0-100"),
-                );
-                continue;
-            }
-            if let Some(subset) = &destination.subset {
-                self.error(
-                    &vs.source,
-                    format!("{at}.subset"),
-                    format!("subset `{subset}` is not supported: claimgate does not read DestinationRule subsets yet"),
                 );
                 continue;
             }
@@ -1705,7 +1878,21 @@ impl Compiler {
             );
             return None;
         };
-        let key = (host.clone(), port.number);
+        let subset = match &dest.subset {
+            None => None,
+            Some(name) => match self.rules.get(host).and_then(|r| r.subsets.get(name)) {
+                Some(subset) => Some((name.as_str(), subset.clone())),
+                None => {
+                    self.error(
+                        &vs.source,
+                        format!("{path}.subset"),
+                        format!("no DestinationRule for `{host}` defines subset `{name}`"),
+                    );
+                    return None;
+                }
+            },
+        };
+        let key = (host.clone(), port.number, dest.subset.clone());
         if let Some(&index) = self.cluster_index.get(&key) {
             return Some(index);
         }
@@ -1721,33 +1908,96 @@ impl Compiler {
         });
         let default_port = port.target_port.unwrap_or(port.number);
         let ports = endpoint_ports.chain(std::iter::repeat(default_port));
+        // Each address's entry (none for a host resolved by DNS): its
+        // labels for the subset, its weight.
+        let entries = service
+            .entry
+            .spec
+            .endpoints
+            .iter()
+            .map(Some)
+            .chain(std::iter::repeat(None));
         let mut endpoints: Vec<SocketAddr> = Vec::new();
         let mut names: Vec<(String, u16)> = Vec::new();
-        for (address, target) in service.addresses.iter().zip(ports) {
+        let mut weights: Vec<usize> = Vec::new();
+        for ((address, target), entry) in service.addresses.iter().zip(ports).zip(entries) {
+            let labels = entry.map(|e| &e.labels);
+            let selected = subset.as_ref().is_none_or(|(_, s)| {
+                s.labels
+                    .iter()
+                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+            });
+            if !selected {
+                continue;
+            }
             match address {
                 Address::Ip(ip) if !service.dns => endpoints.push(SocketAddr::new(*ip, target)),
                 Address::Ip(ip) => names.push((ip.to_string(), target)),
                 Address::Name(name) => names.push((name.clone(), target)),
             }
+            // Istio: an omitted or 0 weight is 1.
+            let weight = entry.and_then(|e| e.weight).filter(|w| *w > 0).unwrap_or(1);
+            weights.push(weight as usize);
         }
-        let name = format!("outbound|{}||{host}", port.number);
+        if let Some((name, s)) = &subset {
+            if weights.is_empty() {
+                self.error(
+                    &vs.source,
+                    format!("{path}.subset"),
+                    format!(
+                        "subset `{name}` selects no endpoint of ServiceEntry {}: none has the labels {:?}",
+                        service.entry.key(),
+                        s.labels
+                    ),
+                );
+                return None;
+            }
+        }
+        let divisor = weights.iter().copied().fold(0, gcd).max(1);
+        for w in &mut weights {
+            *w /= divisor;
+        }
+        let sum: usize = weights.iter().sum();
+        if sum > MAX_WEIGHT_SUM {
+            self.error(
+                &service.entry.source,
+                "spec.endpoints",
+                format!("the endpoints' weights add up to {sum} (divided by their common divisor {divisor}); at most {MAX_WEIGHT_SUM}"),
+            );
+            return None;
+        }
+        let (name, policy) = match subset {
+            Some((name, s)) => (format!("outbound|{}|{name}|{host}", port.number), s.policy),
+            None => (
+                format!("outbound|{}||{host}", port.number),
+                self.rules
+                    .get(host)
+                    .map(|r| r.policy.clone())
+                    .unwrap_or_default(),
+            ),
+        };
         let timeout = self.settings.upstream_connect_timeout;
-        let policy = self.policies.get(host).cloned().unwrap_or_default();
         let reused = self
             .previous
             .get(&(
                 name.clone(),
                 endpoints.clone(),
                 names.clone(),
-                timeout,
+                weights.clone(),
+                policy.pool.connect_timeout.unwrap_or(timeout),
                 policy.clone(),
             ))
             .cloned();
         let cluster = match reused {
             Some(cluster) => Ok(cluster),
+            None if service.dns => {
+                let dns = DnsTargets::weighted(names, weights.clone());
+                let fixed = (Vec::new(), weights);
+                Cluster::build(name, host.clone(), fixed, Some(dns), timeout, policy).map(Arc::new)
+            }
             None => {
-                let dns = service.dns.then(|| DnsTargets::new(names));
-                Cluster::build(name, host.clone(), endpoints, dns, timeout, policy).map(Arc::new)
+                let fixed = (endpoints, weights);
+                Cluster::build(name, host.clone(), fixed, None, timeout, policy).map(Arc::new)
             }
         };
         match cluster {
@@ -1972,6 +2222,14 @@ impl LevelOps {
 }
 
 /// An authority sent as `Host`: `host` or `host:port`, nothing else.
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 fn authority_value(authority: &str) -> Result<HeaderValue, String> {
     authority
         .parse::<http::uri::Authority>()
@@ -1989,6 +2247,7 @@ fn cluster_key(cluster: &Cluster) -> ClusterKey {
             .dns
             .as_ref()
             .map_or_else(Vec::new, |d| d.targets.clone()),
+        cluster.weights.clone(),
         cluster.connect_timeout(),
         cluster.policy.clone(),
     )

@@ -368,8 +368,7 @@ pub struct HttpRouteDestination {
 #[serde(deny_unknown_fields)]
 pub struct Destination {
     pub host: String,
-    /// Read so that it can be refused with a reason: claimgate does not
-    /// read DestinationRule subsets yet.
+    /// A subset a DestinationRule for `host` defines.
     #[serde(default)]
     pub subset: Option<String>,
     #[serde(default)]
@@ -405,6 +404,13 @@ pub struct WorkloadEntry {
     /// Port name (from `ports[].name`) -> port on this endpoint.
     #[serde(default)]
     pub ports: BTreeMap<String, u16>,
+    /// What DestinationRule subsets select endpoints by.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Load-balancing weight relative to the entry's other endpoints
+    /// (Istio: omitted or 0 is 1).
+    #[serde(default)]
+    pub weight: Option<u32>,
 }
 
 // --------------------------------------------------------- DestinationRule
@@ -415,13 +421,24 @@ pub struct DestinationRuleSpec {
     pub host: String,
     #[serde(default)]
     pub traffic_policy: Option<TrafficPolicy>,
-    /// Not supported yet: refused with a located error.
     #[serde(default)]
-    pub subsets: Option<serde_yaml::Value>,
+    pub subsets: Vec<Subset>,
     #[serde(default)]
     pub export_to: Option<Vec<String>>,
     #[serde(default)]
     pub workload_selector: Option<serde_yaml::Value>,
+}
+
+/// A named group of the host's endpoints, chosen by their labels, with
+/// its own traffic policy (fields set here replace the rule's).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Subset {
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub traffic_policy: Option<TrafficPolicy>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -431,13 +448,98 @@ pub struct TrafficPolicy {
     pub load_balancer: Option<LoadBalancerSettings>,
     #[serde(default)]
     pub outlier_detection: Option<OutlierDetection>,
-    /// Not supported yet: refused with a located error.
     #[serde(default)]
-    pub connection_pool: Option<serde_yaml::Value>,
+    pub connection_pool: Option<ConnectionPoolSettings>,
     #[serde(default)]
     pub tls: Option<serde_yaml::Value>,
     #[serde(default)]
     pub port_level_settings: Option<serde_yaml::Value>,
+}
+
+impl TrafficPolicy {
+    /// A subset's policy over its rule's, as Istio merges them: each field
+    /// the subset sets replaces the rule's whole field.
+    pub fn merged_with(&self, subset: &TrafficPolicy) -> TrafficPolicy {
+        TrafficPolicy {
+            load_balancer: subset
+                .load_balancer
+                .clone()
+                .or_else(|| self.load_balancer.clone()),
+            outlier_detection: subset
+                .outlier_detection
+                .clone()
+                .or_else(|| self.outlier_detection.clone()),
+            connection_pool: subset
+                .connection_pool
+                .clone()
+                .or_else(|| self.connection_pool.clone()),
+            tls: subset.tls.clone().or_else(|| self.tls.clone()),
+            port_level_settings: subset
+                .port_level_settings
+                .clone()
+                .or_else(|| self.port_level_settings.clone()),
+        }
+    }
+}
+
+/// `trafficPolicy.connectionPool`: Envoy's circuit breakers and
+/// connection settings for the cluster.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionPoolSettings {
+    #[serde(default)]
+    pub tcp: Option<TcpPoolSettings>,
+    #[serde(default)]
+    pub http: Option<HttpPoolSettings>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TcpPoolSettings {
+    #[serde(default)]
+    pub max_connections: Option<i64>,
+    #[serde(default)]
+    pub connect_timeout: Option<String>,
+    #[serde(default)]
+    pub tcp_keepalive: Option<TcpKeepaliveSettings>,
+    /// Refused: Pingora's pool has no maximum connection age.
+    #[serde(default)]
+    pub max_connection_duration: Option<String>,
+    /// Refused: applies to TCP proxying; HTTP uses `http.idleTimeout`.
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpKeepaliveSettings {
+    #[serde(default)]
+    pub probes: Option<u32>,
+    #[serde(default)]
+    pub time: Option<String>,
+    #[serde(default)]
+    pub interval: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpPoolSettings {
+    #[serde(default)]
+    pub http1_max_pending_requests: Option<i64>,
+    #[serde(default)]
+    pub http2_max_requests: Option<i64>,
+    #[serde(default)]
+    pub max_requests_per_connection: Option<i64>,
+    #[serde(default)]
+    pub max_retries: Option<i64>,
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+    #[serde(default)]
+    pub h2_upgrade_policy: Option<String>,
+    #[serde(default)]
+    pub use_client_protocol: Option<bool>,
+    #[serde(default)]
+    pub max_concurrent_streams: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

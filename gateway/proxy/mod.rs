@@ -21,7 +21,9 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 
-pub use reject::{Rejection, NO_HEALTHY_UPSTREAM, REASONS, RETRY_ON_STATUS, UPSTREAM_TIMEOUT};
+pub use reject::{
+    Rejection, NO_HEALTHY_UPSTREAM, OVERFLOW, REASONS, RETRY_ON_STATUS, UPSTREAM_TIMEOUT,
+};
 
 use crate::access_log::{redact_query, rfc3339, AccessLog, Entry};
 use crate::authz::{remote_ip, AuthzRequest, Decision};
@@ -33,7 +35,7 @@ use crate::routing::{
     Redirect, RequestView, Route, UriSpan,
 };
 use crate::snapshot::Snapshot;
-use crate::upstream::{Balance, Endpoint, HashOn, Outcome as Ended};
+use crate::upstream::{Admission, Balance, Endpoint, HashOn, Outcome as Ended, Refused};
 
 /// The gateway as seen by one listener.
 pub struct Gateway {
@@ -107,6 +109,9 @@ pub struct RequestCtx {
     mirrored: bool,
     /// Copies for mirrors, waiting for the request body.
     mirror: Option<mirror::Pending>,
+    /// The request's place within its cluster's `connectionPool` limits,
+    /// held to its end.
+    admission: Option<Admission>,
 }
 
 impl RequestCtx {
@@ -138,6 +143,12 @@ impl RequestCtx {
         if let (Some(cluster), Some(addr)) = (cluster, self.upstream) {
             cluster.report(addr, outcome);
         }
+    }
+
+    /// Takes a place among the cluster's retries in flight (`maxRetries`);
+    /// `false`: the failed attempt stands.
+    fn retry_budget(&mut self) -> bool {
+        self.admission.as_mut().is_none_or(|a| a.retry())
     }
 
     fn time_left(&self) -> bool {
@@ -577,6 +588,7 @@ impl ProxyHttp for Gateway {
             cors: None,
             mirrored: false,
             mirror: None,
+            admission: None,
         }
     }
 
@@ -691,6 +703,14 @@ impl ProxyHttp for Gateway {
         if ctx.tries == 0 {
             ctx.deadline = timeout.map(|t| Instant::now() + t);
         }
+        if let (Some(limits), None) = (&cluster.limits, &ctx.admission) {
+            ctx.admission = Some(limits.admit(ctx.deadline).await.map_err(|refused| {
+                Error::new(ErrorType::Custom(match refused {
+                    Refused::Overflow => OVERFLOW,
+                    Refused::Timeout => UPSTREAM_TIMEOUT,
+                }))
+            })?);
+        }
         if ctx.stale_retry {
             // The same attempt again, on a fresh connection.
             ctx.stale_retry = false;
@@ -768,7 +788,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let retry = ctx.may_retry(session, Some(Failure::Connect));
+        let retry = ctx.may_retry(session, Some(Failure::Connect)) && ctx.retry_budget();
         if retry {
             // This attempt is over: outlier detection counts it now, and
             // `logging` counts only the last one.
@@ -805,7 +825,8 @@ impl ProxyHttp for Gateway {
             e.set_retry(true);
             return e;
         }
-        let retry = failure_of(&e).is_some_and(|f| ctx.may_retry(session, Some(f)));
+        let retry =
+            failure_of(&e).is_some_and(|f| ctx.may_retry(session, Some(f))) && ctx.retry_budget();
         if retry {
             ctx.report_attempt(Ended::GatewayError);
         }
@@ -920,7 +941,7 @@ impl ProxyHttp for Gateway {
             .forward()
             .and_then(|f| f.retry.as_ref())
             .is_some_and(|p| p.retries_response(response.status.as_u16(), &response.headers));
-        if retried && ctx.may_retry(session, None) {
+        if retried && ctx.may_retry(session, None) && ctx.retry_budget() {
             ctx.report_attempt(Ended::of_status(response.status.as_u16()));
             let mut e = Error::new_up(ErrorType::Custom(RETRY_ON_STATUS));
             e.set_retry(true);

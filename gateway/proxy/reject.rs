@@ -27,6 +27,7 @@ pub const REASONS: &[&str] = &[
     "upstream_reset",
     "upstream_timeout",
     "upstream_protocol_error",
+    "upstream_overflow",
 ];
 
 /// Why the gateway answered instead of the upstream.
@@ -48,6 +49,8 @@ pub enum Rejection {
     UpstreamTimeout,
     /// The upstream answered with something that is not HTTP.
     UpstreamProtocolError,
+    /// A `connectionPool` limit of the cluster was reached.
+    Overflow,
 }
 
 impl Rejection {
@@ -59,7 +62,8 @@ impl Rejection {
             Rejection::NoHealthyUpstream
             | Rejection::ConnectFailure
             | Rejection::UpstreamReset
-            | Rejection::UpstreamProtocolError => 503,
+            | Rejection::UpstreamProtocolError
+            | Rejection::Overflow => 503,
             Rejection::UpstreamTimeout => 504,
         }
     }
@@ -80,6 +84,9 @@ impl Rejection {
             Rejection::UpstreamProtocolError => {
                 "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
             }
+            Rejection::Overflow => {
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+            }
         }
     }
 
@@ -94,6 +101,7 @@ impl Rejection {
             Rejection::UpstreamReset => "upstream_reset",
             Rejection::UpstreamTimeout => "upstream_timeout",
             Rejection::UpstreamProtocolError => "upstream_protocol_error",
+            Rejection::Overflow => "upstream_overflow",
         }
     }
 
@@ -104,6 +112,7 @@ impl Rejection {
         match e.etype() {
             Custom(NO_HEALTHY_UPSTREAM) => return Some(Rejection::NoHealthyUpstream),
             Custom(UPSTREAM_TIMEOUT) => return Some(Rejection::UpstreamTimeout),
+            Custom(OVERFLOW) => return Some(Rejection::Overflow),
             _ => {}
         }
         if e.esource() != &ErrorSource::Upstream {
@@ -128,6 +137,11 @@ impl Rejection {
         if !body.is_empty() {
             header.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
         }
+        if let Rejection::Overflow = self {
+            // Envoy's mark of a local circuit breaker: callers should not
+            // retry into it.
+            header.insert_header("x-envoy-overloaded", "true")?;
+        }
         if let Rejection::Jwt(_) = self {
             let realm = realm.replace('"', "%22");
             let value = format!("Bearer realm=\"{realm}\", error=\"invalid_token\"");
@@ -143,6 +157,10 @@ pub const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream";
 /// The `Custom` error type `upstream_peer` raises when the route's
 /// `timeout` ran out before another attempt could be made.
 pub const UPSTREAM_TIMEOUT: &str = "upstream request timeout";
+
+/// The `Custom` error type `upstream_peer` raises when a `connectionPool`
+/// limit of the cluster is reached.
+pub const OVERFLOW: &str = "upstream overflow";
 
 /// The `Custom` error type of an upstream response the retry policy
 /// retries (it never reaches the client).
@@ -190,6 +208,7 @@ mod tests {
             Rejection::UpstreamReset,
             Rejection::UpstreamTimeout,
             Rejection::UpstreamProtocolError,
+            Rejection::Overflow,
         ];
         let all = jwt.into_iter().map(Rejection::Jwt).chain(others);
         let mut seen = std::collections::HashSet::new();

@@ -22,6 +22,9 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct DnsTargets {
     /// `(host name, port)`, in config order.
     pub targets: Vec<(String, u16)>,
+    /// Each target's load-balancing weight, given to every address it
+    /// resolves to.
+    pub weights: Vec<usize>,
     answers: Mutex<Answers>,
     /// The backends the balancer reads, rebuilt after each round.
     current: Arc<ArcSwap<BTreeSet<Backend>>>,
@@ -35,8 +38,16 @@ struct Answers {
 
 impl DnsTargets {
     pub fn new(targets: Vec<(String, u16)>) -> Arc<DnsTargets> {
+        let weights = vec![1; targets.len()];
+        DnsTargets::weighted(targets, weights)
+    }
+
+    /// Targets with their weights (in the same order; missing ones are 1).
+    pub fn weighted(targets: Vec<(String, u16)>, mut weights: Vec<usize>) -> Arc<DnsTargets> {
+        weights.resize(targets.len(), 1);
         Arc::new(DnsTargets {
             targets,
+            weights,
             answers: Mutex::default(),
             current: Arc::default(),
         })
@@ -102,11 +113,22 @@ impl DnsTargets {
             }
         }
         answers.last_round = Some(Instant::now());
+        let weight_of: HashMap<&(String, u16), usize> = self
+            .targets
+            .iter()
+            .zip(self.weights.iter().copied())
+            .collect();
         let backends: BTreeSet<Backend> = answers
             .by_target
-            .values()
-            .flatten()
-            .filter_map(|a| Backend::new(&a.to_string()).ok())
+            .iter()
+            .flat_map(|(target, addrs)| {
+                let weight = weight_of.get(target).copied().unwrap_or(1);
+                addrs.iter().map(move |a| Backend {
+                    addr: pingora::protocols::l4::socket::SocketAddr::Inet(*a),
+                    weight,
+                    ext: Default::default(),
+                })
+            })
             .collect();
         self.current.store(Arc::new(backends));
     }

@@ -2,6 +2,7 @@
 //! pingora-load-balancing selector that picks one per request.
 
 mod dns;
+pub mod limits;
 pub mod policy;
 
 use std::net::SocketAddr;
@@ -10,13 +11,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pingora::upstreams::peer::HttpPeer;
+use pingora_load_balancing::discovery::Static;
 use pingora_load_balancing::selection::{
     BackendIter, BackendSelection, Consistent, Random, RoundRobin,
 };
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 
 pub use dns::{DnsRefresher, DnsTargets};
-pub use policy::{Balance, Endpoint, HashOn, Outcome, Outlier, Policy};
+pub use limits::{Admission, Limits, Refused};
+pub use policy::{Balance, Endpoint, HashOn, Outcome, Outlier, Policy, Pool};
 
 /// The pingora-load-balancing selector a policy asks for.
 enum Balancer {
@@ -25,18 +28,42 @@ enum Balancer {
     Hash(LoadBalancer<Consistent>),
 }
 
-/// A balancer over fixed endpoints, or over what a DNS discovery finds.
+/// A balancer over fixed, weighted endpoints, or over what a DNS discovery
+/// finds.
 fn balancer<S>(
     endpoints: &[SocketAddr],
+    weights: &[usize],
     dns: Option<&DnsTargets>,
 ) -> std::io::Result<LoadBalancer<S>>
 where
     S: BackendSelection + 'static,
     S::Iter: BackendIter,
 {
-    match dns {
-        Some(dns) => Ok(LoadBalancer::from_backends(Backends::new(dns.discovery()))),
-        None => LoadBalancer::try_from_iter(endpoints.iter().copied()),
+    if let Some(dns) = dns {
+        return Ok(LoadBalancer::from_backends(Backends::new(dns.discovery())));
+    }
+    let backends = endpoints
+        .iter()
+        .zip(weights.iter().copied().chain(std::iter::repeat(1)))
+        .map(|(addr, weight)| Backend {
+            addr: pingora::protocols::l4::socket::SocketAddr::Inet(*addr),
+            weight,
+            ext: Default::default(),
+        })
+        .collect();
+    let lb = LoadBalancer::from_backends(Backends::new(Static::new(backends)));
+    // A static discovery answers at once: one poll builds the selector.
+    let polled = {
+        let update = std::pin::pin!(lb.update());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        std::future::Future::poll(update, &mut cx)
+    };
+    match polled {
+        std::task::Poll::Ready(Ok(())) => Ok(lb),
+        std::task::Poll::Ready(Err(e)) => Err(std::io::Error::other(e.to_string())),
+        std::task::Poll::Pending => Err(std::io::Error::other(
+            "the static endpoint list did not build at once",
+        )),
     }
 }
 
@@ -44,14 +71,15 @@ impl Balancer {
     fn new(
         policy: &Policy,
         endpoints: &[SocketAddr],
+        weights: &[usize],
         dns: Option<&DnsTargets>,
     ) -> std::io::Result<Balancer> {
         Ok(match policy.balance {
             Balance::RoundRobin | Balance::LeastRequest => {
-                Balancer::RoundRobin(balancer(endpoints, dns)?)
+                Balancer::RoundRobin(balancer(endpoints, weights, dns)?)
             }
-            Balance::Random => Balancer::Random(balancer(endpoints, dns)?),
-            Balance::Hash(_) => Balancer::Hash(balancer(endpoints, dns)?),
+            Balance::Random => Balancer::Random(balancer(endpoints, weights, dns)?),
+            Balance::Hash(_) => Balancer::Hash(balancer(endpoints, weights, dns)?),
         })
     }
 
@@ -100,12 +128,17 @@ pub struct Cluster {
     pub host: String,
     /// The endpoints of a STATIC cluster (empty for a DNS one).
     pub endpoints: Vec<SocketAddr>,
+    /// Their load-balancing weights, in the same order (a DNS cluster's
+    /// are its targets'), reduced by their common divisor.
+    pub weights: Vec<usize>,
     /// The names of a DNS cluster, resolved in the background.
     pub dns: Option<Arc<DnsTargets>>,
     /// The DestinationRule's traffic policy (the default: round robin).
     pub policy: Policy,
     /// Per-endpoint requests in flight and outlier state.
     pub state: policy::Endpoints,
+    /// The `connectionPool` limits; `None` when the policy sets none.
+    pub limits: Option<Arc<Limits>>,
     /// For LEAST_REQUEST's random picks.
     seed: AtomicU64,
     lb: Balancer,
@@ -135,7 +168,7 @@ impl Cluster {
         Cluster::build(
             name,
             host,
-            endpoints,
+            (endpoints, Vec::new()),
             None,
             connect_timeout,
             Policy::default(),
@@ -154,23 +187,26 @@ impl Cluster {
         Cluster::build(
             name,
             host,
-            Vec::new(),
+            (Vec::new(), Vec::new()),
             dns,
             connect_timeout,
             Policy::default(),
         )
     }
 
-    /// Fixed `endpoints`, or the names of `dns`, balanced by `policy`.
+    /// Fixed `endpoints` with their weights (missing ones are 1), or the
+    /// names of `dns`, balanced by `policy`. The policy's
+    /// `connectionPool.tcp.connectTimeout` wins over `connect_timeout`.
     pub fn build(
         name: String,
         host: String,
-        endpoints: Vec<SocketAddr>,
+        (endpoints, weights): (Vec<SocketAddr>, Vec<usize>),
         dns: Option<Arc<DnsTargets>>,
         connect_timeout: Duration,
         policy: Policy,
     ) -> std::io::Result<Cluster> {
-        let lb = Balancer::new(&policy, &endpoints, dns.as_deref())?;
+        let lb = Balancer::new(&policy, &endpoints, &weights, dns.as_deref())?;
+        let connect_timeout = policy.pool.connect_timeout.unwrap_or(connect_timeout);
         let response_seconds = crate::metrics::get()
             .upstream_response
             .with_label_values(&[&name]);
@@ -187,7 +223,9 @@ impl Cluster {
             name: name.into(),
             host,
             endpoints,
+            weights,
             dns,
+            limits: Limits::of(&policy.pool),
             policy,
             state: policy::Endpoints::default(),
             seed: AtomicU64::new(seed | 1),
@@ -218,20 +256,26 @@ impl Cluster {
         let backends = self.lb.backends().get_backend();
         let usable = |b: &Backend| inet(b).is_some_and(|a| allowed(a) && !self.state.is_ejected(a));
         if self.policy.balance == Balance::LeastRequest {
-            let candidates: Vec<SocketAddr> = backends
+            let candidates: Vec<(SocketAddr, usize)> = backends
                 .iter()
                 .filter(|b| usable(b) && self.lb.backends().ready(b))
-                .filter_map(inet)
+                .filter_map(|b| Some((inet(b)?, b.weight.max(1))))
                 .collect();
             return match candidates.len() {
                 0 => None,
-                1 => Some(candidates[0]),
+                1 => Some(candidates[0].0),
                 n => {
                     let r = self.next_random();
                     let a = candidates[(r % n as u64) as usize];
                     let b = candidates[((r >> 32) % n as u64) as usize];
-                    let load = |x| self.state.get(x).in_flight.load(Ordering::Relaxed);
-                    Some(if load(b) < load(a) { b } else { a })
+                    // Requests in flight per unit of weight: b wins when
+                    // (load(b) + 1) / w(b) < (load(a) + 1) / w(a).
+                    let load = |(x, _)| self.state.get(x).in_flight.load(Ordering::Relaxed) + 1;
+                    Some(if load(b) * a.1 < load(a) * b.1 {
+                        b.0
+                    } else {
+                        a.0
+                    })
                 }
             };
         }
@@ -256,6 +300,19 @@ impl Cluster {
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(self.connect_timeout);
         peer.options.total_connection_timeout = Some(self.connect_timeout);
+        let pool = &self.policy.pool;
+        if let Some(idle) = pool.idle_timeout {
+            peer.options.idle_timeout = Some(idle);
+        }
+        if let Some((idle, interval, count)) = pool.keepalive {
+            peer.options.tcp_keepalive = Some(pingora::protocols::TcpKeepalive {
+                idle,
+                interval,
+                count,
+                #[cfg(target_os = "linux")]
+                user_timeout: Duration::ZERO,
+            });
+        }
         Box::new(peer)
     }
 

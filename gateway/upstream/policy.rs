@@ -53,10 +53,46 @@ impl Default for Outlier {
     }
 }
 
+/// `connectionPool`: Envoy's circuit breakers, which shed with 503 rather
+/// than queue without bound, and the settings of the connections. `None`
+/// is Istio's default: no limit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Pool {
+    /// `tcp.maxConnections`: requests at the cluster at once, each on its
+    /// own HTTP/1.1 connection; more wait (up to `max_pending`).
+    pub max_connections: Option<usize>,
+    /// `http.http1MaxPendingRequests`: requests waiting for one of those
+    /// connections; one more is refused at once.
+    pub max_pending: Option<usize>,
+    /// `http.http2MaxRequests`: requests in flight to the cluster; one more
+    /// is refused at once.
+    pub max_requests: Option<usize>,
+    /// `http.maxRetries`: requests retrying at once; past it a failed
+    /// attempt is answered as it is, not retried.
+    pub max_retries: Option<usize>,
+    /// `tcp.connectTimeout`, instead of `Settings.upstreamConnectTimeout`.
+    pub connect_timeout: Option<Duration>,
+    /// `http.idleTimeout`: how long an idle pooled connection is kept.
+    pub idle_timeout: Option<Duration>,
+    /// `tcp.tcpKeepalive`: (time, interval, probes).
+    pub keepalive: Option<(Duration, Duration, usize)>,
+}
+
+impl Pool {
+    /// Whether any request limit is set (else no admission is needed).
+    pub fn limits(&self) -> bool {
+        self.max_connections.is_some()
+            || self.max_pending.is_some()
+            || self.max_requests.is_some()
+            || self.max_retries.is_some()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Policy {
     pub balance: Balance,
     pub outlier: Option<Outlier>,
+    pub pool: Pool,
 }
 
 /// How a request to an endpoint ended, for outlier detection.
