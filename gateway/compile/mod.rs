@@ -542,7 +542,6 @@ impl Compiler {
         let at = "spec.trafficPolicy";
         for (field, set) in [
             ("connectionPool", tp.connection_pool.is_some()),
-            ("tls", tp.tls.is_some()),
             ("portLevelSettings", tp.port_level_settings.is_some()),
         ] {
             if set {
@@ -647,6 +646,22 @@ impl Compiler {
                 );
             }
             policy.outlier = Some(outlier);
+        }
+        if let Some(tls) = &tp.tls {
+            match crate::upstream::tls::client_tls(tls, self.settings.credentials_dir.as_deref()) {
+                Ok(tls) => {
+                    // A CA or client certificate renewed in place reloads.
+                    for file in tls.iter().flat_map(|t| t.files()) {
+                        self.tls.watch(file);
+                    }
+                    policy.tls = tls;
+                }
+                Err(errors) => {
+                    for (field, message) in errors {
+                        self.error(source, format!("{at}.tls.{field}"), message);
+                    }
+                }
+            }
         }
         policy
     }

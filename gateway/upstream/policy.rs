@@ -57,6 +57,8 @@ impl Default for Outlier {
 pub struct Policy {
     pub balance: Balance,
     pub outlier: Option<Outlier>,
+    /// `tls`: TLS to the endpoints (`None`: plain HTTP).
+    pub tls: Option<super::tls::UpstreamTls>,
 }
 
 /// How a request to an endpoint ended, for outlier detection.
