@@ -472,6 +472,14 @@ impl Builder {
         errors
     }
 
+    /// Adds a file read for something else than a listener (an upstream's
+    /// CA or client certificate): a change to it reloads too.
+    pub fn watch(&mut self, file: &Path) {
+        if !self.tables.files.iter().any(|f| f == file) {
+            self.tables.files.push(file.to_path_buf());
+        }
+    }
+
     pub fn finish(self) -> Tables {
         self.tables
     }

@@ -606,10 +606,7 @@ impl Compiler {
         if let Some(pool) = &tp.connection_pool {
             policy.pool = self.connection_pool(source, &format!("{at}.connectionPool"), pool);
         }
-        for (field, set) in [
-            ("tls", tp.tls.is_some()),
-            ("portLevelSettings", tp.port_level_settings.is_some()),
-        ] {
+        for (field, set) in [("portLevelSettings", tp.port_level_settings.is_some())] {
             if set {
                 self.error(source, format!("{at}.{field}"), "not supported yet");
             }
@@ -712,6 +709,22 @@ impl Compiler {
                 );
             }
             policy.outlier = Some(outlier);
+        }
+        if let Some(tls) = &tp.tls {
+            match crate::upstream::tls::client_tls(tls, self.settings.credentials_dir.as_deref()) {
+                Ok(tls) => {
+                    // A CA or client certificate renewed in place reloads.
+                    for file in tls.iter().flat_map(|t| t.files()) {
+                        self.tls.watch(file);
+                    }
+                    policy.tls = tls;
+                }
+                Err(errors) => {
+                    for (field, message) in errors {
+                        self.error(source, format!("{at}.tls.{field}"), message);
+                    }
+                }
+            }
         }
         policy
     }

@@ -451,7 +451,7 @@ pub struct TrafficPolicy {
     #[serde(default)]
     pub connection_pool: Option<ConnectionPoolSettings>,
     #[serde(default)]
-    pub tls: Option<serde_yaml::Value>,
+    pub tls: Option<ClientTlsSettings>,
     #[serde(default)]
     pub port_level_settings: Option<serde_yaml::Value>,
 }
@@ -540,6 +540,34 @@ pub struct HttpPoolSettings {
     pub use_client_protocol: Option<bool>,
     #[serde(default)]
     pub max_concurrent_streams: Option<i64>,
+}
+
+/// Istio's `ClientTLSSettings`: TLS to the upstream. Every field of Istio's
+/// is read so that one we do not implement is refused by name (in
+/// `crate::upstream::tls`), not as an unknown field.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClientTlsSettings {
+    /// `DISABLE` (Istio's default), `SIMPLE`, `MUTUAL`, `ISTIO_MUTUAL`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub client_certificate: Option<String>,
+    #[serde(default)]
+    pub private_key: Option<String>,
+    #[serde(default)]
+    pub ca_certificates: Option<String>,
+    #[serde(default)]
+    pub credential_name: Option<String>,
+    #[serde(default)]
+    pub sni: Option<String>,
+    #[serde(default)]
+    pub insecure_skip_verify: Option<bool>,
+    // Refused when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_alt_names: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_crl: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -810,7 +838,8 @@ pub struct SettingsSpec {
     pub dns_refresh_rate: String,
     /// Where a Gateway server's `tls.credentialName` is found:
     /// `<credentialsDir>/<credentialName>/tls.crt` and `tls.key`, as
-    /// Istio's secrets are laid out. Default: `credentialName` is refused.
+    /// Istio's secrets are laid out (and a DestinationRule's: `ca.crt`
+    /// too). Default: `credentialName` is refused.
     pub credentials_dir: Option<String>,
 }
 

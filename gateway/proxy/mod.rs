@@ -22,7 +22,8 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 
 pub use reject::{
-    Rejection, NO_HEALTHY_UPSTREAM, OVERFLOW, REASONS, RETRY_ON_STATUS, UPSTREAM_TIMEOUT,
+    Rejection, TlsFailure, NO_HEALTHY_UPSTREAM, NO_SERVER_NAME, OVERFLOW, REASONS, RETRY_ON_STATUS,
+    UPSTREAM_TIMEOUT,
 };
 
 use crate::access_log::{redact_query, rfc3339, AccessLog, Entry};
@@ -163,7 +164,7 @@ fn failure_of(e: &Error) -> Option<Failure> {
         return None;
     }
     Some(match Rejection::from_proxy_error(e) {
-        Some(Rejection::ConnectFailure) => Failure::Connect,
+        Some(Rejection::ConnectFailure | Rejection::UpstreamTls(_)) => Failure::Connect,
         Some(Rejection::UpstreamTimeout) => Failure::PerTryTimeout,
         _ => Failure::Reset,
     })
@@ -234,6 +235,22 @@ fn authority(req: &RequestHeader) -> &str {
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri.authority().map(|a| a.as_str()))
         .unwrap_or("")
+}
+
+/// The host the upstream request is for, without port: the destination's
+/// `rewrite.authority` (or `host` header operation), else the client's.
+/// Envoy's automatic SNI reads the same.
+fn upstream_host<'s>(session: &'s Session, ctx: &'s RequestCtx) -> Cow<'s, str> {
+    let rewritten = ctx
+        .forward()
+        .and_then(|f| ctx.destination.and_then(|i| f.destinations.get(i)))
+        .and_then(|d| d.authority.as_ref());
+    match rewritten {
+        Some(authority) => {
+            Cow::Owned(host_without_port(authority.to_str().unwrap_or("")).to_ascii_lowercase())
+        }
+        None => request_host(session.req_header()),
+    }
 }
 
 /// The host routes and policies read: `Host` (or the URI's authority)
@@ -477,7 +494,9 @@ impl Gateway {
             .filter(|m| m.per_million >= 1_000_000 || random_below(1_000_000) < m.per_million)
             .filter_map(|m| {
                 let cluster = ctx.snap.clusters.get(m.cluster)?.clone();
-                let peer = cluster.peer()?;
+                // The copy's TLS name is the request's host, not its
+                // `-shadow` marker.
+                let peer = cluster.peer(host_without_port(authority(upstream)))?;
                 Some((cluster, peer))
             })
             .collect();
@@ -756,6 +775,9 @@ impl ProxyHttp for Gateway {
         let addr = cluster
             .pick_avoiding(&key, &ctx.tried)
             .ok_or_else(|| Error::new(ErrorType::Custom(NO_HEALTHY_UPSTREAM)))?;
+        let mut peer = cluster
+            .peer_for(addr, &upstream_host(session, ctx))
+            .map_err(|_| Error::new(ErrorType::Custom(NO_SERVER_NAME)))?;
         // A retry picks again: the previous pick is no longer in flight.
         if let Some(previous) = ctx.endpoint.take() {
             previous.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -763,7 +785,6 @@ impl ProxyHttp for Gateway {
         let endpoint = cluster.state.get(addr);
         endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
         ctx.endpoint = Some(endpoint);
-        let mut peer = cluster.peer_to(addr);
         let attempt = match (per_try, remaining) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -997,6 +1018,7 @@ impl ProxyHttp for Gateway {
             let outcome = match ctx.rejection {
                 Some(
                     Rejection::ConnectFailure
+                    | Rejection::UpstreamTls(_)
                     | Rejection::UpstreamReset
                     | Rejection::UpstreamTimeout
                     | Rejection::UpstreamProtocolError,

@@ -43,6 +43,9 @@ pub enum Rejection {
     NoHealthyUpstream,
     /// Connecting to the chosen endpoint failed.
     ConnectFailure,
+    /// The TLS handshake with the chosen endpoint failed (DestinationRule
+    /// `tls`), or the request has no name to make it with.
+    UpstreamTls(TlsFailure),
     /// The upstream closed or reset before answering.
     UpstreamReset,
     /// The upstream did not answer in time.
@@ -61,6 +64,7 @@ impl Rejection {
             Rejection::NoRoute => 404,
             Rejection::NoHealthyUpstream
             | Rejection::ConnectFailure
+            | Rejection::UpstreamTls(_)
             | Rejection::UpstreamReset
             | Rejection::UpstreamProtocolError
             | Rejection::Overflow => 503,
@@ -77,6 +81,7 @@ impl Rejection {
             Rejection::ConnectFailure => {
                 "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
             }
+            Rejection::UpstreamTls(failure) => failure.body(),
             Rejection::UpstreamReset => {
                 "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
             }
@@ -97,7 +102,8 @@ impl Rejection {
             Rejection::Denied => "authz_denied",
             Rejection::NoRoute => "no_route",
             Rejection::NoHealthyUpstream => "no_healthy_upstream",
-            Rejection::ConnectFailure => "upstream_connect_failure",
+            // Envoy's UF flag: a TLS failure is a connection failure.
+            Rejection::ConnectFailure | Rejection::UpstreamTls(_) => "upstream_connect_failure",
             Rejection::UpstreamReset => "upstream_reset",
             Rejection::UpstreamTimeout => "upstream_timeout",
             Rejection::UpstreamProtocolError => "upstream_protocol_error",
@@ -113,17 +119,28 @@ impl Rejection {
             Custom(NO_HEALTHY_UPSTREAM) => return Some(Rejection::NoHealthyUpstream),
             Custom(UPSTREAM_TIMEOUT) => return Some(Rejection::UpstreamTimeout),
             Custom(OVERFLOW) => return Some(Rejection::Overflow),
+            Custom(NO_SERVER_NAME) => {
+                return Some(Rejection::UpstreamTls(TlsFailure::NoServerName))
+            }
             _ => {}
         }
         if e.esource() != &ErrorSource::Upstream {
             return None;
         }
         Some(match e.etype() {
+            TLSHandshakeFailure | InvalidCert => Rejection::UpstreamTls(TlsFailure::of(e)),
             ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError
-            | ConnectProxyFailure | TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert
-            | SocketError | BindError => Rejection::ConnectFailure,
+            | ConnectProxyFailure | TLSHandshakeTimedout | SocketError | BindError => {
+                Rejection::ConnectFailure
+            }
             ReadTimedout | WriteTimedout => Rejection::UpstreamTimeout,
             InvalidHTTPHeader | H1Error | H2Error | InvalidH2 => Rejection::UpstreamProtocolError,
+            // TLS 1.3: an upstream that refuses the client certificate (or
+            // its absence) says so after the client's side of the
+            // handshake, when the response is read.
+            _ if e.to_string().contains("received fatal alert") => {
+                Rejection::UpstreamTls(TlsFailure::Alert)
+            }
             _ => Rejection::UpstreamReset,
         })
     }
@@ -153,6 +170,78 @@ impl Rejection {
 
 /// The `Custom` error type `upstream_peer` raises for an empty cluster.
 pub const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream";
+
+/// The `Custom` error type `upstream_peer` raises when the cluster speaks
+/// TLS without `sni` and the request's host cannot be a server name.
+pub const NO_SERVER_NAME: &str = "no TLS server name";
+
+/// Why a TLS handshake with an upstream failed, as far as the client may
+/// be told: Envoy's reason (BoringSSL's, without its error number) and
+/// what it means, never a certificate's names or dates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// The chain does not lead to a trusted CA.
+    UnknownIssuer,
+    /// The certificate is not valid for the name verified.
+    WrongName,
+    /// The certificate has expired or is not valid yet.
+    Expired,
+    /// Any other certificate problem.
+    BadCertificate,
+    /// The upstream answered the handshake with a fatal alert (a client
+    /// certificate it wanted and did not get or refused, a version or
+    /// cipher it does not have).
+    Alert,
+    /// The upstream does not speak TLS (plain HTTP on that port).
+    NotTls,
+    /// Anything else in the handshake.
+    Handshake,
+    /// No server name to send and verify: `sni` is not set and the
+    /// request's host cannot be one.
+    NoServerName,
+}
+
+impl TlsFailure {
+    /// Classifies pingora's handshake error by rustls's words in it (the
+    /// error keeps no typed cause).
+    pub fn of(e: &Error) -> TlsFailure {
+        let text = e.to_string();
+        let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
+        if has(&["UnknownIssuer"]) {
+            TlsFailure::UnknownIssuer
+        } else if has(&["NotValidForName", "certificate not valid for name"]) {
+            TlsFailure::WrongName
+        } else if has(&[
+            "Expired",
+            "certificate expired",
+            "NotValidYet",
+            "certificate not valid yet",
+        ]) {
+            TlsFailure::Expired
+        } else if has(&["invalid peer certificate", "peer sent no certificates"]) {
+            TlsFailure::BadCertificate
+        } else if has(&["received fatal alert"]) {
+            TlsFailure::Alert
+        } else if has(&["received corrupt message"]) {
+            TlsFailure::NotTls
+        } else {
+            TlsFailure::Handshake
+        }
+    }
+
+    fn body(self) -> &'static str {
+        match self {
+            TlsFailure::UnknownIssuer => "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: TLS error: CERTIFICATE_VERIFY_FAILED: the certificate is not signed by a trusted CA",
+            TlsFailure::WrongName => "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: TLS error: CERTIFICATE_VERIFY_FAILED: the certificate is not valid for the server name",
+            TlsFailure::Expired => "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: TLS error: CERTIFICATE_VERIFY_FAILED: the certificate has expired or is not valid yet",
+            TlsFailure::BadCertificate => "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: TLS error: CERTIFICATE_VERIFY_FAILED",
+            TlsFailure::Alert => "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: TLS error: the upstream refused the handshake (TLS alert)",
+            TlsFailure::NotTls => "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: TLS error: WRONG_VERSION_NUMBER: the upstream does not speak TLS",
+            TlsFailure::Handshake => "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: TLS error: handshake failure",
+            TlsFailure::NoServerName => "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: TLS error: no server name: the request's host is not a DNS name or IP address",
+        }
+    }
+}
 
 /// The `Custom` error type `upstream_peer` raises when the route's
 /// `timeout` ran out before another attempt could be made.
@@ -205,6 +294,7 @@ mod tests {
             Rejection::NoRoute,
             Rejection::NoHealthyUpstream,
             Rejection::ConnectFailure,
+            Rejection::UpstreamTls(TlsFailure::UnknownIssuer),
             Rejection::UpstreamReset,
             Rejection::UpstreamTimeout,
             Rejection::UpstreamProtocolError,
@@ -217,5 +307,67 @@ mod tests {
             seen.insert(rejection.reason());
         }
         assert_eq!(seen.len(), REASONS.len(), "a listed reason nothing gives");
+    }
+
+    #[test]
+    fn a_tls_handshake_failure_says_why_without_the_certificate_names() {
+        // The contexts pingora's rustls connector gives, with rustls's words.
+        let failure = |context: &str| {
+            let mut e = Error::explain(ErrorType::TLSHandshakeFailure, context.to_string());
+            e.esource = ErrorSource::Upstream;
+            let rejection = Rejection::from_proxy_error(&e).unwrap();
+            assert_eq!(rejection.status(), 503);
+            assert_eq!(rejection.reason(), "upstream_connect_failure");
+            let body = rejection.body();
+            assert!(body.starts_with("upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: TLS error: "), "{body}");
+            assert!(!body.contains("example"), "{body}");
+            rejection
+        };
+        let tls = |f| Rejection::UpstreamTls(f);
+        assert_eq!(
+            failure(
+                "TLS connect() failed: invalid peer certificate: UnknownIssuer, SNI: a.example"
+            ),
+            tls(TlsFailure::UnknownIssuer)
+        );
+        assert_eq!(
+            failure("TLS connect() failed: invalid peer certificate: certificate not valid for name \"a.example\"; certificate is only valid for DnsName(\"b.example\"), SNI: a.example"),
+            tls(TlsFailure::WrongName)
+        );
+        assert_eq!(
+            failure("TLS connect() failed: invalid peer certificate: certificate expired: verification time 2 (UNIX), but certificate is not valid after 1 (1 seconds ago), SNI: a.example"),
+            tls(TlsFailure::Expired)
+        );
+        assert_eq!(
+            failure(
+                "TLS connect() failed: received fatal alert: CertificateRequired, SNI: a.example"
+            ),
+            tls(TlsFailure::Alert)
+        );
+        assert_eq!(
+            failure("TLS connect() failed: received corrupt message of type InvalidContentType, SNI: a.example"),
+            tls(TlsFailure::NotTls)
+        );
+        assert_eq!(
+            failure(
+                "TLS connect() failed: Connection reset by peer (os error 104), SNI: a.example"
+            ),
+            tls(TlsFailure::Handshake)
+        );
+        let mut read = Error::explain(ErrorType::ReadError, "while reading response headers");
+        read.esource = ErrorSource::Upstream;
+        assert_eq!(
+            Rejection::from_proxy_error(&read),
+            Some(Rejection::UpstreamReset)
+        );
+        read.cause = Some("received fatal alert: CertificateRequired".into());
+        assert_eq!(
+            Rejection::from_proxy_error(&read),
+            Some(tls(TlsFailure::Alert))
+        );
+        assert_eq!(
+            Rejection::from_proxy_error(&Error::new(ErrorType::Custom(NO_SERVER_NAME))),
+            Some(tls(TlsFailure::NoServerName))
+        );
     }
 }

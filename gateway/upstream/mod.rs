@@ -4,6 +4,7 @@
 mod dns;
 pub mod limits;
 pub mod policy;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +21,7 @@ use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 pub use dns::{DnsRefresher, DnsTargets};
 pub use limits::{Admission, Limits, Refused};
 pub use policy::{Balance, Endpoint, HashOn, Outcome, Outlier, Policy, Pool};
+pub use tls::{NoServerName, UpstreamTls};
 
 /// The pingora-load-balancing selector a policy asks for.
 enum Balancer {
@@ -316,6 +318,18 @@ impl Cluster {
         Box::new(peer)
     }
 
+    /// The peer for a request to `host` (its host without port, after
+    /// `rewrite.authority`) sent to `addr`: `peer_to`, over TLS when the
+    /// DestinationRule says so. `host` names the TLS server when `sni` is
+    /// not set; a request whose host cannot be a name is refused then.
+    pub fn peer_for(&self, addr: SocketAddr, host: &str) -> Result<Box<HttpPeer>, NoServerName> {
+        let mut peer = self.peer_to(addr);
+        if let Some(tls) = &self.policy.tls {
+            tls.secure(&mut peer, host)?;
+        }
+        Ok(peer)
+    }
+
     /// Counts how a request to `addr` ended, for outlier detection.
     pub fn report(&self, addr: SocketAddr, outcome: Outcome) {
         if let Some(outlier) = &self.policy.outlier {
@@ -359,9 +373,11 @@ impl Cluster {
     }
 
     /// The next endpoint (round robin, or as the policy says with an
-    /// empty hash key), as a plain-HTTP peer; `None` when none is left.
-    pub fn peer(&self) -> Option<Box<HttpPeer>> {
-        self.pick_avoiding(b"", &[]).map(|addr| self.peer_to(addr))
+    /// empty hash key), as a peer for a request to `host` (see
+    /// `peer_for`); `None` when none is left.
+    pub fn peer(&self, host: &str) -> Option<Box<HttpPeer>> {
+        self.pick_avoiding(b"", &[])
+            .and_then(|addr| self.peer_for(addr, host).ok())
     }
 }
 
@@ -388,7 +404,7 @@ mod tests {
     fn round_robin_visits_every_endpoint() {
         let (_, c) = three_endpoints();
         let mut seen: Vec<String> = (0..6)
-            .map(|_| c.peer().unwrap()._address.to_string())
+            .map(|_| c.peer("h").unwrap()._address.to_string())
             .collect();
         seen.sort();
         seen.dedup();

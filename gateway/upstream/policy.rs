@@ -93,6 +93,8 @@ pub struct Policy {
     pub balance: Balance,
     pub outlier: Option<Outlier>,
     pub pool: Pool,
+    /// `tls`: TLS to the endpoints (`None`: plain HTTP).
+    pub tls: Option<super::tls::UpstreamTls>,
 }
 
 /// How a request to an endpoint ended, for outlier detection.
