@@ -57,6 +57,8 @@ impl Default for Outlier {
 pub struct Policy {
     pub balance: Balance,
     pub outlier: Option<Outlier>,
+    /// `Settings.healthChecks` for this cluster's host and port.
+    pub health: Option<super::HealthCheck>,
 }
 
 /// How a request to an endpoint ended, for outlier detection.
