@@ -6,6 +6,8 @@
 //! Like loading, compiling reports every error it finds, each located at the
 //! document and field that caused it.
 
+mod health;
+
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -33,7 +35,9 @@ use crate::routing::{
     RetryPolicy, Route, RouteDestination, StringMatcher, UriSpan, WeightedPicker, MAX_RETRIES,
 };
 use crate::snapshot::Snapshot;
-use crate::upstream::{Balance, Cluster, DnsTargets, HashOn, Outlier, Policy};
+use crate::upstream::{Balance, Cluster, DnsTargets, HashOn, HealthCheck, Outlier, Policy};
+
+pub use health::HealthCheckEntry;
 
 /// Process settings, validated.
 #[derive(Debug, Clone)]
@@ -53,6 +57,9 @@ pub struct Settings {
     pub dns_refresh: Duration,
     /// `credentialsDir`: where `tls.credentialName` folders are.
     pub credentials_dir: Option<PathBuf>,
+    /// `healthChecks`, their hosts not looked up yet (that needs the
+    /// ServiceEntries: `compile` does it).
+    pub health_checks: Vec<HealthCheckEntry>,
 }
 
 /// What outlives one compiled snapshot: remote key sets (so a recompile
@@ -142,6 +149,7 @@ pub fn settings(config: &Config) -> Result<Settings, ConfigErrors> {
             "must be at least 1",
         ));
     }
+    let health_checks = health::entries(&spec, source, &mut errors);
     if errors.is_empty() {
         Ok(Settings {
             admin,
@@ -162,6 +170,7 @@ pub fn settings(config: &Config) -> Result<Settings, ConfigErrors> {
             access_log: crate::access_log::Target::parse(&spec.access_log),
             dns_refresh,
             credentials_dir: spec.credentials_dir.as_ref().map(Into::into),
+            health_checks,
         })
     } else {
         Err(ConfigErrors(errors))
@@ -187,10 +196,12 @@ pub fn compile(config: &Config, shared: &Shared) -> Result<Snapshot, ConfigError
         jwks_uris: HashSet::new(),
         policies: HashMap::new(),
         tls: Default::default(),
+        health: HashMap::new(),
     };
     let gateways = c.gateways(config);
     let services = c.service_entries(config);
     c.destination_rules(config);
+    c.health_checks(config, &services);
     for vs in &config.virtual_services {
         c.virtual_service(vs, &gateways, &services);
     }
@@ -259,6 +270,8 @@ struct Compiler {
     cluster_index: HashMap<(String, u16), usize>,
     /// TLS of the Gateway servers, by listening address.
     tls: crate::tls::Builder,
+    /// `Settings.healthChecks`, by (service entry host, port).
+    health: HashMap<(String, u16), HealthCheck>,
 }
 
 /// A Gateway server's host: `[namespace/]host`.
@@ -1733,6 +1746,10 @@ impl Compiler {
         let name = format!("outbound|{}||{host}", port.number);
         let timeout = self.settings.upstream_connect_timeout;
         let policy = self.policies.get(host).cloned().unwrap_or_default();
+        let policy = Policy {
+            health: self.health.get(&key).cloned(),
+            ..policy
+        };
         let reused = self
             .previous
             .get(&(
