@@ -322,6 +322,78 @@ mod tests {
         assert!(ready(up) && ready(new) && !ready(down));
     }
 
+    fn http_check(expected: Vec<(u16, u16)>, timeout: Duration) -> Policy {
+        Policy {
+            health: Some(HealthCheck {
+                interval: Duration::from_secs(60),
+                timeout,
+                unhealthy_threshold: 1,
+                healthy_threshold: 1,
+                probe: Probe::Http {
+                    path: "/healthz".into(),
+                    host: None,
+                    expected,
+                },
+            }),
+            ..Policy::default()
+        }
+    }
+
+    /// A server answering every connection `answer` (nothing: it accepts
+    /// and never answers).
+    fn server(answer: &'static str) -> SocketAddr {
+        use std::io::{Read, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut open = Vec::new();
+            for mut stream in listener.incoming().flatten() {
+                let mut buf = [0; 1024];
+                let _ = stream.read(&mut buf);
+                let _ = stream.write_all(answer.as_bytes());
+                open.push(stream);
+            }
+        });
+        addr
+    }
+
+    async fn healthy_after_one_round(addr: SocketAddr, policy: Policy) -> bool {
+        let cluster = Cluster::build(
+            "c".into(),
+            "h".into(),
+            vec![addr],
+            None,
+            Duration::from_secs(1),
+            policy,
+        )
+        .unwrap();
+        // Bounded here too, so a check that hangs fails this test
+        // instead of hanging it.
+        tokio::time::timeout(Duration::from_secs(10), cluster.check_health())
+            .await
+            .expect("the check outlived its timeout");
+        cluster.health().1 == 1
+    }
+
+    #[tokio::test]
+    async fn an_http_check_passes_on_an_expected_status_only_and_fails_on_silence() {
+        let no_content = server("HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
+        let second = Duration::from_secs(1);
+        assert!(
+            !healthy_after_one_round(no_content, http_check(vec![DEFAULT_EXPECTED], second)).await,
+            "200 only by default"
+        );
+        assert!(healthy_after_one_round(no_content, http_check(vec![(200, 300)], second)).await);
+        let silent = server("");
+        assert!(
+            !healthy_after_one_round(
+                silent,
+                http_check(vec![(200, 300)], Duration::from_millis(200))
+            )
+            .await
+        );
+    }
+
     #[test]
     fn a_round_is_claimed_once_and_due_again_an_interval_after_it_started() {
         let schedule = Schedule::default();
