@@ -20,7 +20,7 @@ use crate::jwks::JwksRefresher;
 use crate::lifecycle::{SystemdNotify, UpgradeOnSignal};
 use crate::proxy::{Counted, Gateway};
 use crate::reload::Reloader;
-use crate::upstream::DnsRefresher;
+use crate::upstream::{DnsRefresher, HealthChecker};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -101,6 +101,13 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         DnsRefresher {
             state: state.clone(),
             every: settings.dns_refresh,
+        },
+    ));
+    // Endpoints start healthy: the checks need not hold the listeners back.
+    server.add_service(background_service(
+        "health checks",
+        HealthChecker {
+            state: state.clone(),
         },
     ));
     let sockets = server.bootstrap_as_a_service();

@@ -504,3 +504,36 @@ fn check_refuses_what_upstream_tls_cannot_honour_with_its_path() {
         );
     }
 }
+
+#[test]
+fn an_http_health_check_on_a_tls_cluster_checks_over_tls_with_its_name() {
+    let front = localhost_front("backend");
+    let policy = tls(&[
+        "mode: SIMPLE",
+        &format!("caCertificates: {}", tls_path("ca.pem")),
+        "sni: localhost",
+    ]);
+    let settings = "  healthChecks:\n  - host: backend\n    namespace: foo\n    interval: 100ms\n    unhealthyThreshold: 1\n    http: {path: /healthz}\n";
+    let gw = gateway_with(
+        &[("backend", upstream("backend", &[front.addr], &policy))],
+        settings,
+    );
+    // Checked in plain HTTP, the front would refuse every check and the
+    // endpoint would be out after the first one.
+    eventually(Duration::from_secs(5), "three checks over TLS", || {
+        front.seen().len() >= 3
+    });
+    assert!(
+        front
+            .seen()
+            .iter()
+            .all(|h| h.sni.as_deref() == Some("localhost")),
+        "{:?}",
+        front.seen()
+    );
+    assert_eq!(
+        gw.metric("claimgate_upstream_endpoints_healthy{cluster=\"outbound|8000||backend.foo.svc.cluster.local\"}"),
+        1.0
+    );
+    assert_eq!(get(gw.port, "/backend/x", &[]).status, 200);
+}

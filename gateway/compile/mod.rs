@@ -6,6 +6,8 @@
 //! Like loading, compiling reports every error it finds, each located at the
 //! document and field that caused it.
 
+mod health;
+
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -33,7 +35,9 @@ use crate::routing::{
     RetryPolicy, Route, RouteDestination, StringMatcher, UriSpan, WeightedPicker, MAX_RETRIES,
 };
 use crate::snapshot::Snapshot;
-use crate::upstream::{Balance, Cluster, DnsTargets, HashOn, Outlier, Policy, Pool};
+use crate::upstream::{Balance, Cluster, DnsTargets, HashOn, HealthCheck, Outlier, Policy, Pool};
+
+pub use health::HealthCheckEntry;
 
 /// Process settings, validated.
 #[derive(Debug, Clone)]
@@ -53,6 +57,9 @@ pub struct Settings {
     pub dns_refresh: Duration,
     /// `credentialsDir`: where `tls.credentialName` folders are.
     pub credentials_dir: Option<PathBuf>,
+    /// `healthChecks`, their hosts not looked up yet (that needs the
+    /// ServiceEntries: `compile` does it).
+    pub health_checks: Vec<HealthCheckEntry>,
 }
 
 /// What outlives one compiled snapshot: remote key sets (so a recompile
@@ -143,6 +150,7 @@ pub fn settings(config: &Config) -> Result<Settings, ConfigErrors> {
             "must be at least 1",
         ));
     }
+    let health_checks = health::entries(&spec, source, &mut errors);
     if errors.is_empty() {
         Ok(Settings {
             admin,
@@ -163,6 +171,7 @@ pub fn settings(config: &Config) -> Result<Settings, ConfigErrors> {
             access_log: crate::access_log::Target::parse(&spec.access_log),
             dns_refresh,
             credentials_dir: spec.credentials_dir.as_ref().map(Into::into),
+            health_checks,
         })
     } else {
         Err(ConfigErrors(errors))
@@ -188,10 +197,12 @@ pub fn compile(config: &Config, shared: &Shared) -> Result<Snapshot, ConfigError
         jwks_uris: HashSet::new(),
         rules: HashMap::new(),
         tls: Default::default(),
+        health: HashMap::new(),
     };
     let gateways = c.gateways(config);
     let services = c.service_entries(config);
     c.destination_rules(config);
+    c.health_checks(config, &services);
     for vs in &config.virtual_services {
         c.virtual_service(vs, &gateways, &services);
     }
@@ -260,6 +271,8 @@ struct Compiler {
     cluster_index: HashMap<(String, u16, Option<String>), usize>,
     /// TLS of the Gateway servers, by listening address.
     tls: crate::tls::Builder,
+    /// `Settings.healthChecks`, by (service entry host, port).
+    health: HashMap<(String, u16), HealthCheck>,
 }
 
 /// A DestinationRule, compiled: its traffic policy and its subsets.
@@ -1990,6 +2003,11 @@ impl Compiler {
             ),
         };
         let timeout = self.settings.upstream_connect_timeout;
+        // A health check applies to the host's port, whatever the subset.
+        let policy = Policy {
+            health: self.health.get(&(host.clone(), port.number)).cloned(),
+            ..policy
+        };
         let reused = self
             .previous
             .get(&(

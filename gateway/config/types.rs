@@ -841,6 +841,10 @@ pub struct SettingsSpec {
     /// Istio's secrets are laid out (and a DestinationRule's: `ca.crt`
     /// too). Default: `credentialName` is refused.
     pub credentials_dir: Option<String>,
+    /// Active health checks of the endpoints of ServiceEntry hosts (Istio
+    /// has none: its DestinationRule only ejects on failed requests).
+    /// Default: none.
+    pub health_checks: Vec<HealthCheckSpec>,
 }
 
 impl Default for SettingsSpec {
@@ -862,6 +866,83 @@ impl Default for SettingsSpec {
             access_log: "off".to_string(),
             dns_refresh_rate: "60s".to_string(),
             credentials_dir: None,
+            health_checks: Vec::new(),
         }
     }
 }
+
+/// One `Settings.healthChecks[]` entry: which endpoints are checked, how
+/// often and how. Neither `http` nor `tcp`: a TCP connect.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HealthCheckSpec {
+    /// A ServiceEntry host, as a DestinationRule names it: a short name is
+    /// qualified with `namespace` (`<host>.<namespace>.svc.cluster.local`).
+    pub host: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// One of the ServiceEntry's `ports[].number`. Default: every port.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Istio duration between two checks of an endpoint. Default `5s`.
+    #[serde(default = "default_health_interval")]
+    pub interval: String,
+    /// Istio duration a check may take (connect, request and answer).
+    /// Default `1s`.
+    #[serde(default = "default_health_timeout")]
+    pub timeout: String,
+    /// Failed checks in a row that take an endpoint out. Default 2.
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+    /// Passed checks in a row that bring it back. Default 1.
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: u32,
+    #[serde(default)]
+    pub http: Option<HttpHealthCheckSpec>,
+    #[serde(default)]
+    pub tcp: Option<TcpHealthCheckSpec>,
+}
+
+fn default_health_interval() -> String {
+    "5s".to_string()
+}
+
+fn default_health_timeout() -> String {
+    "1s".to_string()
+}
+
+fn default_unhealthy_threshold() -> u32 {
+    2
+}
+
+fn default_healthy_threshold() -> u32 {
+    1
+}
+
+/// An HTTP check: `GET path`, passed by an expected status (Envoy's
+/// `HttpHealthCheck`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpHealthCheckSpec {
+    pub path: String,
+    /// The `Host` header. Default: the ServiceEntry host.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Envoy's `expected_statuses`: half-open ranges `[start, end)`.
+    /// Default: 200 only.
+    #[serde(default)]
+    pub expected_statuses: Vec<StatusRange>,
+}
+
+/// Envoy's `Int64Range` of statuses: `start` included, `end` excluded.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRange {
+    pub start: u32,
+    pub end: u32,
+}
+
+/// A TCP check: the endpoint accepts a connection (`tcp: {}`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpHealthCheckSpec {}

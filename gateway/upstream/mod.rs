@@ -2,6 +2,7 @@
 //! pingora-load-balancing selector that picks one per request.
 
 mod dns;
+mod health;
 pub mod limits;
 pub mod policy;
 pub mod tls;
@@ -19,6 +20,7 @@ use pingora_load_balancing::selection::{
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 
 pub use dns::{DnsRefresher, DnsTargets};
+pub use health::{HealthCheck, HealthChecker, Probe, DEFAULT_EXPECTED};
 pub use limits::{Admission, Limits, Refused};
 pub use policy::{Balance, Endpoint, HashOn, Outcome, Outlier, Policy, Pool};
 pub use tls::{NoServerName, UpstreamTls};
@@ -107,6 +109,18 @@ impl Balancer {
         }
     }
 
+    /// Set once, on a balancer just built (pingora panics on a second one).
+    fn set_health_check(
+        &mut self,
+        check: Box<dyn pingora_load_balancing::health_check::HealthCheck + Send + Sync>,
+    ) {
+        match self {
+            Balancer::RoundRobin(lb) => lb.set_health_check(check),
+            Balancer::Random(lb) => lb.set_health_check(check),
+            Balancer::Hash(lb) => lb.set_health_check(check),
+        }
+    }
+
     async fn update(&self) -> pingora::Result<()> {
         match self {
             Balancer::RoundRobin(lb) => lb.update().await,
@@ -145,6 +159,8 @@ pub struct Cluster {
     seed: AtomicU64,
     lb: Balancer,
     connect_timeout: Duration,
+    /// When the next round of `policy.health` checks is due.
+    health_schedule: health::Schedule,
     /// `claimgate_upstream_response_seconds` of this cluster.
     pub response_seconds: Histogram,
     /// `claimgate_upstream_retries_total` of this cluster.
@@ -207,7 +223,10 @@ impl Cluster {
         connect_timeout: Duration,
         policy: Policy,
     ) -> std::io::Result<Cluster> {
-        let lb = Balancer::new(&policy, &endpoints, &weights, dns.as_deref())?;
+        let mut lb = Balancer::new(&policy, &endpoints, &weights, dns.as_deref())?;
+        if let Some(check) = &policy.health {
+            lb.set_health_check(check.build(&name, &host, policy.tls.as_ref())?);
+        }
         let connect_timeout = policy.pool.connect_timeout.unwrap_or(connect_timeout);
         let response_seconds = crate::metrics::get()
             .upstream_response
@@ -233,6 +252,7 @@ impl Cluster {
             seed: AtomicU64::new(seed | 1),
             lb,
             connect_timeout,
+            health_schedule: health::Schedule::default(),
         })
     }
 
@@ -357,7 +377,23 @@ impl Cluster {
         }
     }
 
-    /// (endpoints, endpoints the balancer may pick: not ejected).
+    /// Takes the next round of the cluster's health checks if it has any
+    /// and one is due; the caller then runs `check_health`.
+    pub fn claim_health_round(&self) -> bool {
+        self.policy.health.is_some() && self.health_schedule.claim()
+    }
+
+    /// One round of health checks, claimed with `claim_health_round`:
+    /// every endpoint at once, each bounded by the check's timeout.
+    pub async fn check_health(&self) {
+        if let Some(check) = &self.policy.health {
+            let _round = self.health_schedule.round(check.interval);
+            self.lb.backends().run_health_check(true).await;
+        }
+    }
+
+    /// (endpoints, endpoints the balancer may pick: healthy and not
+    /// ejected).
     pub fn health(&self) -> (usize, usize) {
         let backends = self.lb.backends().get_backend();
         let healthy = backends

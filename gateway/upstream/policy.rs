@@ -95,6 +95,8 @@ pub struct Policy {
     pub pool: Pool,
     /// `tls`: TLS to the endpoints (`None`: plain HTTP).
     pub tls: Option<super::tls::UpstreamTls>,
+    /// `Settings.healthChecks` for this cluster's host and port.
+    pub health: Option<super::HealthCheck>,
 }
 
 /// How a request to an endpoint ended, for outlier detection.
