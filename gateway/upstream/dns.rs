@@ -213,4 +213,27 @@ mod tests {
         );
         assert_eq!(dns.current.load().len(), 2);
     }
+
+    #[test]
+    fn every_address_of_a_target_takes_the_targets_weight() {
+        let dns = DnsTargets::weighted(vec![("a".into(), 80), ("b".into(), 80)], vec![3]);
+        dns.apply(vec![
+            Ok(vec![addr("10.0.0.1:80"), addr("10.0.0.2:80")]),
+            Ok(vec![addr("10.0.0.3:80")]),
+        ]);
+        let weights: Vec<(String, usize)> = dns
+            .current
+            .load()
+            .iter()
+            .map(|b| (b.addr.to_string(), b.weight))
+            .collect();
+        assert_eq!(
+            weights,
+            [
+                ("10.0.0.1:80".to_string(), 3),
+                ("10.0.0.2:80".to_string(), 3),
+                ("10.0.0.3:80".to_string(), 1),
+            ]
+        );
+    }
 }
