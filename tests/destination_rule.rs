@@ -148,7 +148,7 @@ fn check_refuses_what_is_not_supported_with_its_path() {
     std::fs::write(dir.path().join("gateway.yaml"), gateway_yaml(8080)).unwrap();
     std::fs::write(dir.path().join("pool.yaml"), pool(&[good])).unwrap();
     std::fs::write(dir.path().join("routes.yaml"), ROUTE).unwrap();
-    let policy = "    loadBalancer: {simple: PASSTHROUGH}\n    connectionPool: {tcp: {maxConnections: 0, maxConnectionDuration: 1h}, http: {http2MaxRequests: -1, maxRequestsPerConnection: 1, h2UpgradePolicy: UPGRADE}}\n";
+    let policy = "    loadBalancer: {simple: PASSTHROUGH}\n    connectionPool: {tcp: {maxConnections: 0, maxConnectionDuration: 1h, tcpKeepalive: {time: 500ms, probes: 200}}, http: {http2MaxRequests: -1, maxRequestsPerConnection: 1, h2UpgradePolicy: UPGRADE}}\n";
     let subsets = "  subsets:\n  - {name: v1, labels: {v: \"1\"}}\n  - {name: v1}\n  - {name: v2, trafficPolicy: {connectionPool: {tcp: {connectTimeout: 0s}}}}\n";
     std::fs::write(dir.path().join("dr.yaml"), destination_rule(policy)).unwrap();
     std::fs::write(
@@ -165,6 +165,8 @@ fn check_refuses_what_is_not_supported_with_its_path() {
         "spec.trafficPolicy.loadBalancer.simple",
         "spec.trafficPolicy.connectionPool.tcp.maxConnectionDuration: not supported",
         "spec.trafficPolicy.connectionPool.http.http2MaxRequests: -1 is not a limit",
+        "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.time: whole seconds from 1s to 32767s",
+        "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.probes: from 1 to 127",
         "spec.trafficPolicy.connectionPool.http.maxRequestsPerConnection: not supported",
         "spec.trafficPolicy.connectionPool.http.h2UpgradePolicy: `UPGRADE` is not supported",
         "spec.subsets[2].trafficPolicy.connectionPool.tcp.connectTimeout: must be more than zero",

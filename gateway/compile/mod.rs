@@ -793,8 +793,21 @@ impl Compiler {
                 // 7200 s, 75 s, 9 probes).
                 let time = duration(self, format!("{at}.time"), ka.time.as_ref());
                 let interval = duration(self, format!("{at}.interval"), ka.interval.as_ref());
-                if ka.probes == Some(0) {
-                    self.error(source, format!("{at}.probes"), "at least 1");
+                // What Linux's TCP_KEEPIDLE/TCP_KEEPINTVL/TCP_KEEPCNT take;
+                // anything else would fail every connect.
+                for (field, d) in [("time", time), ("interval", interval)] {
+                    if d.is_some_and(|d| {
+                        d.subsec_nanos() != 0 || !(1..=32767).contains(&d.as_secs())
+                    }) {
+                        self.error(
+                            source,
+                            format!("{at}.{field}"),
+                            "whole seconds from 1s to 32767s",
+                        );
+                    }
+                }
+                if ka.probes.is_some_and(|p| !(1..=127).contains(&p)) {
+                    self.error(source, format!("{at}.probes"), "from 1 to 127");
                 }
                 pool.keepalive = Some((
                     time.unwrap_or(Duration::from_secs(7200)),

@@ -775,8 +775,13 @@ impl ProxyHttp for Gateway {
         let addr = cluster
             .pick_avoiding(&key, &ctx.tried)
             .ok_or_else(|| Error::new(ErrorType::Custom(NO_HEALTHY_UPSTREAM)))?;
+        // Only TLS needs the host (its server name); no work otherwise.
+        let host = match cluster.policy.tls {
+            Some(_) => upstream_host(session, ctx),
+            None => Cow::Borrowed(""),
+        };
         let mut peer = cluster
-            .peer_for(addr, &upstream_host(session, ctx))
+            .peer_for(addr, &host)
             .map_err(|_| Error::new(ErrorType::Custom(NO_SERVER_NAME)))?;
         // A retry picks again: the previous pick is no longer in flight.
         if let Some(previous) = ctx.endpoint.take() {
@@ -967,6 +972,9 @@ impl ProxyHttp for Gateway {
             let mut e = Error::new_up(ErrorType::Custom(RETRY_ON_STATUS));
             e.set_retry(true);
             return Err(e);
+        }
+        if let Some(admission) = ctx.admission.as_mut() {
+            admission.retry_done();
         }
         Ok(())
     }

@@ -60,44 +60,59 @@ impl Limits {
         })
     }
 
-    /// Lets a request in: at once while under the limits; waiting for a
-    /// connection (until `deadline`, if any) while fewer than
-    /// `max_pending` wait; refused otherwise.
+    /// Lets a request in, as Envoy's connection pool does: it takes a
+    /// connection, or waits for one (until `deadline`, if any) while fewer
+    /// than `max_pending` wait, or is refused; holding its connection it
+    /// becomes active, unless `max_requests` are active already (refused).
+    /// Waiting requests are not counted in `max_requests`.
     pub async fn admit(self: &Arc<Self>, deadline: Option<Instant>) -> Result<Admission, Refused> {
+        let connection = match &self.connections {
+            None => None,
+            Some(connections) => match connections.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => Some(self.wait(connections, deadline).await?),
+            },
+        };
         if self.requests.fetch_add(1, Ordering::AcqRel) >= self.max_requests {
             self.requests.fetch_sub(1, Ordering::AcqRel);
             return Err(Refused::Overflow);
         }
-        // From here on the request is counted: every early return goes
-        // through the admission's drop.
-        let mut admission = Admission {
+        Ok(Admission {
             limits: self.clone(),
-            _connection: None,
+            _connection: connection,
             retrying: false,
-        };
-        let Some(connections) = &self.connections else {
-            return Ok(admission);
-        };
-        if let Ok(permit) = connections.clone().try_acquire_owned() {
-            admission._connection = Some(permit);
-            return Ok(admission);
+        })
+    }
+
+    /// Waits for a connection as one of at most `max_pending`.
+    async fn wait(
+        &self,
+        connections: &Arc<Semaphore>,
+        deadline: Option<Instant>,
+    ) -> Result<OwnedSemaphorePermit, Refused> {
+        /// One place among the waiting, given back however the wait ends
+        /// (even when the waiting future is dropped).
+        struct Waiting<'l>(&'l AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
         }
         if self.pending.fetch_add(1, Ordering::AcqRel) >= self.max_pending {
             self.pending.fetch_sub(1, Ordering::AcqRel);
             return Err(Refused::Overflow);
         }
+        let _waiting = Waiting(&self.pending);
         let wait = connections.clone().acquire_owned();
         let permit = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline.into(), wait)
                 .await
-                .map_err(|_| Refused::Timeout),
-            None => Ok(wait.await),
+                .map_err(|_| Refused::Timeout)?,
+            None => wait.await,
         };
-        self.pending.fetch_sub(1, Ordering::AcqRel);
         // The semaphore is never closed: an error cannot happen, but is
         // an overflow if it did.
-        admission._connection = Some(permit?.map_err(|_| Refused::Overflow)?);
-        Ok(admission)
+        permit.map_err(|_| Refused::Overflow)
     }
 
     /// Requests waiting for a connection now.
@@ -120,6 +135,16 @@ impl Admission {
         }
         self.retrying = true;
         true
+    }
+}
+
+impl Admission {
+    /// The retried attempt got its answer: the `maxRetries` place is given
+    /// back, as Envoy does, not held while the answer streams.
+    pub fn retry_done(&mut self) {
+        if std::mem::take(&mut self.retrying) {
+            self.limits.retries.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -183,6 +208,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn requests_waiting_for_a_connection_are_not_active_requests() {
+        // Envoy: 1 connection, 1 waiting, 1 active request: the second
+        // request waits instead of being refused as a second request.
+        let l = limits(Pool {
+            max_connections: Some(1),
+            max_pending: Some(1),
+            max_requests: Some(1),
+            ..Pool::default()
+        });
+        let first = l.admit(None).await.unwrap();
+        let waiter = {
+            let l = l.clone();
+            tokio::spawn(async move { l.admit(None).await.map(|_| ()) })
+        };
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while l.pending() == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the second request waits");
+        drop(first);
+        assert_eq!(waiter.await.unwrap(), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_wait_gives_its_place_back() {
+        let l = limits(Pool {
+            max_connections: Some(1),
+            max_pending: Some(1),
+            ..Pool::default()
+        });
+        let _held = l.admit(None).await.unwrap();
+        let wait = l.admit(None);
+        assert!(tokio::time::timeout(Duration::from_millis(20), wait)
+            .await
+            .is_err());
+        assert_eq!(l.pending(), 0, "the cancelled waiter left");
+    }
+
+    #[tokio::test]
     async fn a_wait_ends_at_the_deadline() {
         let l = limits(Pool {
             max_connections: Some(1),
@@ -205,7 +271,10 @@ mod tests {
         assert!(a.retry());
         assert!(a.retry(), "a request keeps its place for later retries");
         assert!(!b.retry());
-        drop(a);
-        assert!(b.retry());
+        a.retry_done();
+        assert!(b.retry(), "a's retry got its answer: its place is free");
+        assert!(!a.retry());
+        drop(b);
+        assert!(a.retry());
     }
 }

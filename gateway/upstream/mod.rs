@@ -130,6 +130,32 @@ impl Balancer {
     }
 }
 
+/// A hasher with fixed keys: the fallback pick of a key must be the same
+/// in every process and after every reload.
+#[derive(Default)]
+struct FixedState;
+
+impl std::hash::BuildHasher for FixedState {
+    type Hasher = std::collections::hash_map::DefaultHasher;
+    fn build_hasher(&self) -> Self::Hasher {
+        std::collections::hash_map::DefaultHasher::new()
+    }
+}
+
+/// The candidate a random `r` (below 2^32) lands on, each taking a share
+/// of the draw proportional to its weight.
+fn weighted_draw(candidates: &[(SocketAddr, usize)], r: u64) -> (SocketAddr, usize) {
+    let total: u64 = candidates.iter().map(|c| c.1 as u64).sum();
+    let mut point = (r * total) >> 32;
+    for &candidate in candidates {
+        match point.checked_sub(candidate.1 as u64) {
+            Some(rest) => point = rest,
+            None => return candidate,
+        }
+    }
+    candidates[candidates.len() - 1]
+}
+
 fn inet(backend: &Backend) -> Option<SocketAddr> {
     backend.addr.as_inet().copied()
 }
@@ -286,24 +312,39 @@ impl Cluster {
             return match candidates.len() {
                 0 => None,
                 1 => Some(candidates[0].0),
-                n => {
+                _ => {
+                    // Two candidates drawn by weight (uniformly when the
+                    // weights are equal, the common case).
                     let r = self.next_random();
-                    let a = candidates[(r % n as u64) as usize];
-                    let b = candidates[((r >> 32) % n as u64) as usize];
-                    // Requests in flight per unit of weight: b wins when
-                    // (load(b) + 1) / w(b) < (load(a) + 1) / w(a).
-                    let load = |(x, _)| self.state.get(x).in_flight.load(Ordering::Relaxed) + 1;
-                    Some(if load(b) * a.1 < load(a) * b.1 {
-                        b.0
-                    } else {
-                        a.0
-                    })
+                    let a = weighted_draw(&candidates, r & 0xFFFF_FFFF);
+                    let b = weighted_draw(&candidates, r >> 32);
+                    // Fewer requests in flight wins; on a tie the first
+                    // draw, so an idle cluster is shared by weight.
+                    let load = |x| self.state.get(x).in_flight.load(Ordering::Relaxed);
+                    Some(if load(b.0) < load(a.0) { b.0 } else { a.0 })
                 }
             };
         }
-        self.lb
-            .select(key, backends.len().max(1), usable)
-            .as_ref()
+        let ready = |b: &Backend| usable(b) && self.lb.backends().ready(b);
+        if let Some(picked) = self.lb.select(key, backends.len().max(1), usable) {
+            return inet(&picked);
+        }
+        // Pingora's search is bounded: after its first pick it falls back
+        // to picks that may repeat, and with few endpoints left (weights,
+        // ejections, failed health checks) it can give up while one is
+        // still usable. Then: the first usable endpoint from a place the
+        // key decides, so a hashed request still goes to the same one.
+        let n = backends.len();
+        if n == 0 {
+            return None;
+        }
+        let start = std::hash::BuildHasher::hash_one(&FixedState, key) as usize % n;
+        backends
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(n)
+            .find(|b| ready(b))
             .and_then(inet)
     }
 
@@ -445,6 +486,59 @@ mod tests {
         seen.sort();
         seen.dedup();
         assert_eq!(seen.len(), 3);
+    }
+
+    fn weighted(balance: Balance, weights: &[usize]) -> (Vec<SocketAddr>, Cluster) {
+        let endpoints: Vec<SocketAddr> = (1..=weights.len() as u16)
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+            .collect();
+        let policy = Policy {
+            balance,
+            ..Policy::default()
+        };
+        let c = Cluster::build(
+            "c".into(),
+            "h".into(),
+            (endpoints.clone(), weights.to_vec()),
+            None,
+            Duration::from_secs(1),
+            policy,
+        )
+        .unwrap();
+        (endpoints, c)
+    }
+
+    #[test]
+    fn the_one_endpoint_left_is_found_whatever_the_weights_and_policy() {
+        // Pingora's bounded search alone gives up on some of these picks
+        // (a heavy endpoint drawn again and again).
+        let header = Balance::Hash(HashOn::Header(http::HeaderName::from_static("x")));
+        for balance in [
+            Balance::RoundRobin,
+            Balance::Random,
+            header,
+            Balance::LeastRequest,
+        ] {
+            let (e, c) = weighted(balance.clone(), &[8, 1, 1]);
+            for i in 0..200u32 {
+                let key = i.to_string();
+                assert_eq!(
+                    c.pick_avoiding(key.as_bytes(), &[e[0], e[2]]),
+                    Some(e[1]),
+                    "{balance:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn least_request_shares_an_idle_cluster_by_weight() {
+        let (e, c) = weighted(Balance::LeastRequest, &[9, 1]);
+        let light = (0..10_000).filter(|_| c.pick(b"") == Some(e[1])).count();
+        assert!(
+            (700..=1300).contains(&light),
+            "light picked {light} times in 10,000"
+        );
     }
 
     #[test]
