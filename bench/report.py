@@ -17,16 +17,24 @@ p.add_argument("--soak", default="")
 p.add_argument("--haproxy", type=int)
 p.add_argument("--versions")
 p.add_argument("--cache-memory", default="")
+p.add_argument("--oha-results", default="")
 a = p.parse_args()
 
-rows = {}
-for line in open(a.results):
-    label, result = line.rstrip("\n").split("\t")
-    fields = dict(kv.split("=") for kv in result.split()[1:])
-    impl, alg, scenario = label.split()
-    f = {k: int(v) for k, v in fields.items()}
-    f["rps"] = f["requests"] / (f["duration_us"] / 1e6)
-    rows[(impl, alg, scenario)] = f
+
+def read_rows(path):
+    rows = {}
+    for line in open(path):
+        label, result = line.rstrip("\n").split("\t")
+        fields = dict(kv.split("=") for kv in result.split()[1:])
+        impl, alg, scenario = label.split()
+        f = {k: int(v) for k, v in fields.items()}
+        f["rps"] = f["requests"] / (f["duration_us"] / 1e6)
+        rows[(impl, alg, scenario)] = f
+    return rows
+
+
+rows = read_rows(a.results)
+oha = read_rows(a.oha_results) if a.oha_results else {}
 
 NAMES = {
     "A": "pass-through, no token (baseline)",
@@ -82,6 +90,25 @@ for alg in ("RS256", "ES256"):
             h = rows.get(("haproxy", alg, s))
             line += (f" {h['rps']:,.0f} | {r['rps'] / h['rps']:.2f} |" if h else " - | - |")
         out.append(line)
+    out.append("")
+
+if oha:
+    out.append("### oha cross-check\n")
+    out.append(f"The same gateway in the same run, driven by `oha -z {a.duration}s -c {a.connections} --worker-threads 1` "
+               "instead of wrk. oha sends one fixed request, so it covers the scenarios that need no token rotation "
+               "(E with one invalid token, which is never cached).\n")
+    out.append("| scenario | wrk requests/s | oha requests/s | oha p50 ms | oha p99 ms | oha / A | wrk / A | answers (oha) |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---|")
+    for alg in ("RS256", "ES256"):
+        base, wbase = oha.get(("claimgate", alg, "A")), rows.get(("claimgate", alg, "A"))
+        for s in "ABEF":
+            o, w = oha.get(("claimgate", alg, s)), rows.get(("claimgate", alg, s))
+            if not o:
+                continue
+            answers = EXPECT[s] + (f" ({o['non2xx']} non-2xx)" if o["non2xx"] and EXPECT[s] == "2xx" else "")
+            out.append(f"| {alg} {s}. {NAMES[s]} | {w['rps']:,.0f} | {o['rps']:,.0f} | {ms(o['p50_us'])} | {ms(o['p99_us'])} "
+                       f"| {o['rps'] / base['rps']:.2f} | {w['rps'] / wbase['rps']:.2f} | {answers} |" if w and base and wbase else
+                       f"| {alg} {s}. {NAMES[s]} | - | {o['rps']:,.0f} | {ms(o['p50_us'])} | {ms(o['p99_us'])} | - | - | {answers} |")
     out.append("")
 
 out.append("### Memory\n")

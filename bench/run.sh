@@ -29,6 +29,9 @@ if ((${#missing[@]})); then
 fi
 HAVE_HAPROXY=0
 if command -v haproxy >/dev/null; then HAVE_HAPROXY=1; else echo "note: haproxy not installed (apt-get install haproxy): no peer column" >&2; fi
+OHA=${OHA:-oha}                    # a path to use an oha not on PATH
+HAVE_OHA=0
+if command -v "$OHA" >/dev/null; then HAVE_OHA=1; else echo "note: oha not installed (cargo install oha): no oha cross-check" >&2; fi
 
 echo "building (release)..." >&2
 cargo build --release --bins --example bench-tokens --example cache-memory >&2
@@ -55,7 +58,6 @@ wait_http() { # url
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 
-# The oha cross-check is not wired in yet; wrk is the one load generator.
 
 # ---------------------------------------------------------------- tokens
 CACHE=bench/.tokens
@@ -158,6 +160,30 @@ run_wrk() { # label url path tokens seconds -> appends a row
   echo -e "$label\t$out" >>"$RESULTS"
   echo "$label $out" >&2
 }
+# oha cannot rotate tokens, so it cross-checks the scenarios with one fixed
+# request (A, B, E: an invalid token is never cached, F), with the same
+# connections, duration and one worker thread; same RESULT format as wrk.lua.
+OHA_RESULTS="$WORK/oha.tsv"
+run_oha() { # label url token seconds -> appends a row
+  local label=$1 url=$2 token=$3 seconds=$4
+  local header=()
+  [[ -n "$token" ]] && header=(-H "Authorization: Bearer $token")
+  local out
+  out=$("$OHA" -z "${seconds}s" -c "$CONNECTIONS" --worker-threads 1 --no-tui --output-format json \
+        "${header[@]}" "$url" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+codes = {int(k): v for k, v in (d.get("statusCodeDistribution") or {}).items()}
+errors = sum(v for k, v in (d.get("errorDistribution") or {}).items() if "deadline" not in k)
+p = d["latencyPercentiles"]
+us = lambda s: int((s or 0) * 1e6)
+print("RESULT requests=%d duration_us=%d socket_errors=%d non2xx=%d p50_us=%d p99_us=%d p999_us=%d" % (
+    sum(codes.values()), us(d["summary"]["total"]), errors,
+    sum(v for k, v in codes.items() if not 200 <= k < 300),
+    us(p["p50"]), us(p["p99"]), us(p["p99.9"])))')
+  echo -e "$label\t$out" >>"$OHA_RESULTS"
+  echo "oha $label $out" >&2
+}
 warm() { # url path tokens
   BENCH_PATH="$2" BENCH_TOKENS="$3" wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" -s bench/wrk.lua "$1" >/dev/null
 }
@@ -174,6 +200,14 @@ for alg in RS256 ES256; do
   run_wrk "claimgate $alg E" "$GW" /b/x "$CACHE/$alg-invalid" "$DURATION"
   run_wrk "claimgate $alg F" "$GW" /f/x "" "$DURATION"
 done
+if ((HAVE_OHA)); then
+  for alg in RS256 ES256; do
+    run_oha "claimgate $alg A" "$GW/a/x" "" "$DURATION"
+    run_oha "claimgate $alg B" "$GW/b/x" "$(cat "$WORK/$alg-one")" "$DURATION"
+    run_oha "claimgate $alg E" "$GW/b/x" "$(head -n1 "$CACHE/$alg-invalid")" "$DURATION"
+    run_oha "claimgate $alg F" "$GW/f/x" "" "$DURATION"
+  done
+fi
 GW_HWM=$(hwm_kib "$GW_PID")
 kill "$GW_PID"; wait "$GW_PID" 2>/dev/null || true
 
@@ -256,5 +290,6 @@ python3 bench/report.py "$RESULTS" "$OUT" \
   --duration "$DURATION" --connections "$CONNECTIONS" \
   --gateway-hwm-kib "$GW_HWM" --rss-100k-kib "$RSS_100K" --cached "${CACHED:-unknown}" \
   --soak "$SOAK_ROWS" --haproxy "$HAVE_HAPROXY" --cache-memory "$CACHE_MEMORY" \
-  --versions "$("$BIN" --version); $(wrk --version 2>&1 | head -1); $( ((HAVE_HAPROXY)) && haproxy -v | head -1 || echo 'no haproxy')"
+  --oha-results "$( ((HAVE_OHA)) && echo "$OHA_RESULTS" || true)" \
+  --versions "$("$BIN" --version); $(wrk --version 2>&1 | head -1); $( ((HAVE_HAPROXY)) && haproxy -v | head -1 || echo 'no haproxy'); $( ((HAVE_OHA)) && "$OHA" --version || echo 'no oha')"
 echo "wrote $OUT" >&2
