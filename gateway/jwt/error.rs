@@ -34,6 +34,35 @@ pub enum JwtError {
 }
 
 impl JwtError {
+    /// Every variant, in declaration order (for tests and label lists).
+    pub const ALL: [JwtError; 25] = [
+        JwtError::BadFormat,
+        JwtError::HeaderBadBase64,
+        JwtError::HeaderBadJson,
+        JwtError::HeaderBadAlg,
+        JwtError::HeaderNotImplementedAlg,
+        JwtError::HeaderBadKid,
+        JwtError::HeaderCritUnsupported,
+        JwtError::TooLarge,
+        JwtError::PayloadBadBase64,
+        JwtError::PayloadBadJson,
+        JwtError::PayloadIssNotString,
+        JwtError::PayloadSubNotString,
+        JwtError::PayloadIatNotInteger,
+        JwtError::PayloadNbfNotInteger,
+        JwtError::PayloadExpNotInteger,
+        JwtError::PayloadAudNotStringOrList,
+        JwtError::SignatureBadBase64,
+        JwtError::UnknownIssuer,
+        JwtError::Expired,
+        JwtError::NotYetValid,
+        JwtError::AudienceNotAllowed,
+        JwtError::KidAlgMismatch,
+        JwtError::VerificationFail,
+        JwtError::JwksFetchFail,
+        JwtError::MultipleTokens,
+    ];
+
     /// Envoy's text for this failure: the response body.
     pub fn message(self) -> &'static str {
         use JwtError::*;
@@ -117,3 +146,17 @@ impl fmt::Display for JwtError {
 }
 
 impl std::error::Error for JwtError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_every_variant_once_in_order() {
+        for (i, e) in JwtError::ALL.iter().enumerate() {
+            assert_eq!(*e as usize, i, "{e:?}");
+        }
+        // The last declared variant closes the list.
+        assert_eq!(JwtError::MultipleTokens as usize + 1, JwtError::ALL.len());
+    }
+}
