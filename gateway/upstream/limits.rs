@@ -166,6 +166,23 @@ mod tests {
         Limits::of(&pool).expect("a limit is set")
     }
 
+    /// A request admitted in a task of its own, once it waits for a
+    /// connection.
+    async fn waiting(l: &Arc<Limits>) -> tokio::task::JoinHandle<Result<(), Refused>> {
+        let waiter = {
+            let l = l.clone();
+            tokio::spawn(async move { l.admit(None).await.map(|_| ()) })
+        };
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while l.pending() == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the request waits");
+        waiter
+    }
+
     #[tokio::test]
     async fn max_requests_refuses_the_one_past_it_and_frees_on_drop() {
         let l = limits(Pool {
@@ -187,17 +204,7 @@ mod tests {
             ..Pool::default()
         });
         let first = l.admit(None).await.unwrap();
-        let waiter = {
-            let l = l.clone();
-            tokio::spawn(async move { l.admit(None).await.map(|_| ()) })
-        };
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while l.pending() == 0 {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .expect("the second request waits");
+        let waiter = waiting(&l).await;
         assert_eq!(
             l.admit(None).await.unwrap_err(),
             Refused::Overflow,
@@ -218,17 +225,7 @@ mod tests {
             ..Pool::default()
         });
         let first = l.admit(None).await.unwrap();
-        let waiter = {
-            let l = l.clone();
-            tokio::spawn(async move { l.admit(None).await.map(|_| ()) })
-        };
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while l.pending() == 0 {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .expect("the second request waits");
+        let waiter = waiting(&l).await;
         drop(first);
         assert_eq!(waiter.await.unwrap(), Ok(()));
     }
