@@ -17,15 +17,18 @@ fn pool(addrs: &[SocketAddr]) -> String {
     service_entry_endpoints("pool", addrs)
 }
 
-const ROUTE: &str = r#"apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: all, namespace: foo}
-spec:
-  hosts: ["*"]
-  gateways: [httpbin-gateway]
-  http:
-  - route: [{destination: {host: pool}}]
-"#;
+/// A gateway routing everything to the pool at `addrs`, under a
+/// DestinationRule with these `trafficPolicy` lines.
+fn pool_gateway(addrs: &[SocketAddr], policy: &str) -> Gateway {
+    let port = free_port();
+    let files = vec![
+        ("gateway.yaml", gateway_yaml(port)),
+        ("pool.yaml", pool(addrs)),
+        ("routes.yaml", routes_everything_to("pool")),
+        ("dr.yaml", destination_rule(policy)),
+    ];
+    Gateway::start(port, &files)
+}
 
 fn destination_rule(policy: &str) -> String {
     format!(
@@ -52,7 +55,7 @@ fn hashing_a_claim_written_header_keeps_each_user_on_one_endpoint() {
             test_request_authentication(&format!("http://{jwks}/jwks.json"), rule),
         ),
         ("pool.yaml", pool(&addrs)),
-        ("routes.yaml", ROUTE.to_string()),
+        ("routes.yaml", routes_everything_to("pool")),
         (
             "dr.yaml",
             destination_rule("    loadBalancer:\n      consistentHash: {httpHeaderName: x-user}\n"),
@@ -86,19 +89,11 @@ fn hashing_a_claim_written_header_keeps_each_user_on_one_endpoint() {
 fn a_failing_endpoint_is_ejected_and_comes_back() {
     let good = echo_origin("good");
     let dead = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let port = free_port();
-    let files = vec![
-        ("gateway.yaml", gateway_yaml(port)),
-        ("pool.yaml", pool(&[good, dead])),
-        ("routes.yaml", ROUTE.to_string()),
-        (
-            "dr.yaml",
-            destination_rule(
-                "    outlierDetection:\n      consecutiveGatewayErrors: 2\n      interval: 1s\n      baseEjectionTime: 2s\n      maxEjectionPercent: 50\n",
-            ),
-        ),
-    ];
-    let gw = Gateway::start(port, &files);
+    let gw = pool_gateway(
+        &[good, dead],
+        "    outlierDetection:\n      consecutiveGatewayErrors: 2\n      interval: 1s\n      baseEjectionTime: 2s\n      maxEjectionPercent: 50\n",
+    );
+    let port = gw.port;
     let healthy = || {
         gw.metric("claimgate_upstream_endpoints_healthy{cluster=\"outbound|8000||pool.foo.svc.cluster.local\"}")
     };
@@ -147,7 +142,7 @@ fn check_refuses_what_is_not_supported_with_its_path() {
     let good = echo_origin("good");
     std::fs::write(dir.path().join("gateway.yaml"), gateway_yaml(8080)).unwrap();
     std::fs::write(dir.path().join("pool.yaml"), pool(&[good])).unwrap();
-    std::fs::write(dir.path().join("routes.yaml"), ROUTE).unwrap();
+    std::fs::write(dir.path().join("routes.yaml"), routes_everything_to("pool")).unwrap();
     let policy = "    loadBalancer: {simple: PASSTHROUGH}\n    connectionPool: {tcp: {maxConnections: 0, maxConnectionDuration: 1h, tcpKeepalive: {time: 500ms, probes: 200}}, http: {http2MaxRequests: -1, maxRequestsPerConnection: 1, h2UpgradePolicy: UPGRADE}}\n";
     let subsets = "  subsets:\n  - {name: v1, labels: {v: \"1\"}}\n  - {name: v1}\n  - {name: v2, trafficPolicy: {connectionPool: {tcp: {connectTimeout: 0s}}}}\n";
     std::fs::write(dir.path().join("dr.yaml"), destination_rule(policy)).unwrap();
@@ -271,7 +266,7 @@ fn endpoint_weights_split_round_robin_exactly() {
             "pool.yaml",
             labelled_pool(&[(heavy, "{}", 30), (light, "{}", 10)]),
         ),
-        ("routes.yaml", ROUTE.to_string()),
+        ("routes.yaml", routes_everything_to("pool")),
     ];
     let _gw = Gateway::start(port, &files);
     let mut client = Client::connect(port).unwrap();
@@ -316,7 +311,7 @@ fn check_refuses_unknown_and_empty_subsets_and_oversized_weights() {
     }
 
     // Routed to the whole pool, the weights are too large to balance.
-    std::fs::write(dir.path().join("routes.yaml"), ROUTE).unwrap();
+    std::fs::write(dir.path().join("routes.yaml"), routes_everything_to("pool")).unwrap();
     let (code, _, err) = check(Path::new(dir.path()));
     assert_eq!(code, Some(1), "{err}");
     let expected = "spec.endpoints: the endpoints' weights add up to 14001";
@@ -335,20 +330,11 @@ fn spawn_get(port: u16, path: &'static str) -> std::thread::JoinHandle<(Reply, I
 
 #[test]
 fn past_max_connections_and_pending_requests_the_gateway_answers_503_overflow_at_once() {
-    let slow = echo_origin("slow");
-    let port = free_port();
-    let files = vec![
-        ("gateway.yaml", gateway_yaml(port)),
-        ("pool.yaml", pool(&[slow])),
-        ("routes.yaml", ROUTE.to_string()),
-        (
-            "dr.yaml",
-            destination_rule(
-                "    connectionPool:\n      tcp: {maxConnections: 1}\n      http: {http1MaxPendingRequests: 1}\n",
-            ),
-        ),
-    ];
-    let gw = Gateway::start(port, &files);
+    let gw = pool_gateway(
+        &[echo_origin("slow")],
+        "    connectionPool:\n      tcp: {maxConnections: 1}\n      http: {http1MaxPendingRequests: 1}\n",
+    );
+    let port = gw.port;
     let active = || gw.metric("claimgate_downstream_requests_active");
     // One request at the origin, one waiting for its connection...
     let first = spawn_get(port, "/delay/1");
@@ -390,18 +376,11 @@ fn past_max_connections_and_pending_requests_the_gateway_answers_503_overflow_at
 
 #[test]
 fn past_http2_max_requests_the_next_request_is_refused_without_waiting() {
-    let slow = echo_origin("slow");
-    let port = free_port();
-    let files = vec![
-        ("gateway.yaml", gateway_yaml(port)),
-        ("pool.yaml", pool(&[slow])),
-        ("routes.yaml", ROUTE.to_string()),
-        (
-            "dr.yaml",
-            destination_rule("    connectionPool:\n      http: {http2MaxRequests: 2}\n"),
-        ),
-    ];
-    let gw = Gateway::start(port, &files);
+    let gw = pool_gateway(
+        &[echo_origin("slow")],
+        "    connectionPool:\n      http: {http2MaxRequests: 2}\n",
+    );
+    let port = gw.port;
     let busy: Vec<_> = (0..2).map(|_| spawn_get(port, "/delay/1")).collect();
     eventually(Duration::from_secs(5), "two requests in", || {
         gw.metric("claimgate_downstream_requests_active") == 2.0

@@ -18,16 +18,6 @@ use support::*;
 
 const CLUSTER: &str = "outbound|8000||pool.foo.svc.cluster.local";
 
-const ROUTE: &str = r#"apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: all, namespace: foo}
-spec:
-  hosts: ["*"]
-  gateways: [httpbin-gateway]
-  http:
-  - route: [{destination: {host: pool}}]
-"#;
-
 /// An origin whose `/healthz` answers 200 or 503 as `set_healthy` says and
 /// every other path `{"origin": name}` (counted); `stop` closes its
 /// listener, so connections are refused.
@@ -139,7 +129,7 @@ fn gateway(addrs: &[SocketAddr], check: &str) -> Gateway {
     let files = vec![
         ("gateway.yaml", gateway_yaml(port)),
         ("pool.yaml", service_entry_endpoints("pool", addrs)),
-        ("routes.yaml", ROUTE.to_string()),
+        ("routes.yaml", routes_everything_to("pool")),
     ];
     let settings = format!("  healthChecks:\n  - host: pool\n    namespace: foo\n{check}");
     Gateway::start_with_settings(port, &files, &settings)
@@ -265,7 +255,7 @@ fn a_reload_that_keeps_the_check_keeps_what_it_found() {
         healthy(&gw) == 1.0
     });
 
-    let routes = ROUTE.replace("- route:", "- name: everything\n    route:");
+    let routes = routes_everything_to("pool").replace("- route:", "- name: everything\n    route:");
     std::fs::write(gw.config_dir().join("routes.yaml"), routes).unwrap();
     gw.signal("HUP");
     eventually(Duration::from_secs(5), "the reload", || {
@@ -288,7 +278,7 @@ fn check_refuses_bad_health_check_fields_with_their_path() {
             service_entry_endpoints("pool", &["127.0.0.1:9000".parse().unwrap()]),
         )
         .unwrap();
-        std::fs::write(dir.path().join("routes.yaml"), ROUTE).unwrap();
+        std::fs::write(dir.path().join("routes.yaml"), routes_everything_to("pool")).unwrap();
         std::fs::write(
             dir.path().join("settings.yaml"),
             settings_yaml(15000, settings),

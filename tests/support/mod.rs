@@ -240,6 +240,22 @@ spec:
     )
 }
 
+/// A VirtualService `foo/all` on the httpbin Gateway sending every request
+/// to `host`.
+pub fn routes_everything_to(host: &str) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: all, namespace: foo}}
+spec:
+  hosts: ["*"]
+  gateways: [httpbin-gateway]
+  http:
+  - route: [{{destination: {{host: {host}}}}}]
+"#
+    )
+}
+
 /// A STATIC ServiceEntry for `host` in namespace `foo`, port 8000, at `addr`.
 pub fn service_entry_yaml(name: &str, host: &str, addr: SocketAddr) -> String {
     format!(
