@@ -78,6 +78,9 @@ pub struct Entry<'a> {
     pub rejection: Option<&'static str>,
     /// The AuthorizationPolicy that decided, when one did.
     pub policy: Option<&'a str>,
+    /// The `x-request-id` sent upstream (the gateway's, unless
+    /// `preserveExternalRequestId` kept the client's).
+    pub request_id: Option<&'a str>,
 }
 
 impl AccessLog {

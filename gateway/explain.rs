@@ -1,13 +1,12 @@
 //! `claimgate explain`: the decision trace of one request, offline.
 //!
 //! The configuration is loaded and compiled as `run` compiles it, and the
-//! request is read through the same functions the proxy uses
-//! (`proxy::request_host`, `authz_request`, `route_view`), authenticated by
-//! the snapshot's `Authenticator`, authorized by its `Authorizer` and routed
-//! by its `HostTable`: every decision printed is the one those functions
-//! return. The trace around them (which condition failed, which key was
-//! tried) comes from the small trace functions beside them
-//! (`MatchRule::first_failing`, `Policy::rule_misses`, `KeySet::candidates`).
+//! request is decided by the function the proxy calls, `request::decide`:
+//! every decision printed is the one the gateway makes. The trace around it
+//! (which condition failed, which key was tried) is recorded through
+//! `decide`'s `Trace` hooks with the small trace functions beside the
+//! deciding code (`MatchRule::first_failing`, `Policy::rule_misses`,
+//! `KeySet::candidates`).
 //! Nothing is fetched and no socket is opened: a rule's `jwksUri` is served
 //! by `--jwks FILE`, or has no keys, as at a gateway's start.
 
@@ -20,11 +19,16 @@ use http::header::{HeaderName, HeaderValue, HOST};
 use pingora::http::RequestHeader;
 use serde_json::Value;
 
+use crate::authz::{AuthzRequest, Decision as PolicyDecision};
 use crate::compile::{self, Shared};
 use crate::config::{self, Config, ConfigError};
-use crate::jwt::{parse, Authenticated, JwtError, KeySet, UnverifiedToken};
-use crate::proxy::{authz_request, listener_port, request_host, route_view, Rejection};
-use crate::routing::{Action, Condition, CorsVerdict, Forward, RequestView, Route, UriSpan};
+use crate::jwt::authn::AuthnError;
+use crate::jwt::{parse, Authenticated, KeySet, UnverifiedToken};
+use crate::proxy::{listener_port, Rejection};
+use crate::request::{self, request_host, Connection, Keys, Verdict};
+use crate::routing::{
+    Action, Condition, CorsVerdict, Forward, HostTable, RequestView, Route, UriSpan,
+};
 use crate::snapshot::Snapshot;
 
 /// What to explain.
@@ -96,8 +100,10 @@ pub fn explain(options: &Options) -> Result<String, Error> {
         jwks: jwks.as_ref().map(|(path, keys)| (*path, keys.keys.len())),
         options,
         out: String::new(),
+        listener: String::new(),
+        reached: Stage::Start,
     };
-    Ok(trace.run(&request))
+    Ok(trace.run(request))
 }
 
 /// The request, and the port its URL names.
@@ -181,6 +187,20 @@ struct Trace<'a> {
     jwks: Option<(&'a Path, usize)>,
     options: &'a Options,
     out: String,
+    /// The listener the request arrived on.
+    listener: String,
+    /// How far `decide` went.
+    reached: Stage,
+}
+
+/// The steps of `request::decide`, as far as the trace saw them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    Start,
+    Prepared,
+    Authenticated,
+    Authorized,
+    Routed,
 }
 
 /// Appends one line to the trace.
@@ -191,7 +211,7 @@ macro_rules! line {
 }
 
 impl Trace<'_> {
-    fn run(mut self, request: &Request) -> String {
+    fn run(mut self, mut request: Request) -> String {
         let req = &request.header;
         line!(self, "request: {} {}", req.method, self.options.url);
         for (name, value) in &req.headers {
@@ -208,7 +228,7 @@ impl Trace<'_> {
         );
 
         // Listener: the Gateway server bound to the URL's port.
-        let Some(listener) = self.listener(request) else {
+        let Some(listener) = self.listener(&request) else {
             line!(
                 self,
                 "answer: no listener on port {}: the connection is refused",
@@ -216,7 +236,6 @@ impl Trace<'_> {
             );
             return self.out;
         };
-        let port = listener_port(&listener);
         // The listener decides the scheme, as in the gateway: TLS when it
         // has certificates.
         let scheme = if self.snap.tls.certs.contains_key(&listener) {
@@ -224,10 +243,97 @@ impl Trace<'_> {
         } else {
             "http"
         };
-        let host = request_host(req);
-        let table = &self.snap.listeners[&listener];
-        let virtual_host = table.virtual_host(&host);
-        match virtual_host {
+        self.listener = listener.clone();
+        let conn = Connection {
+            listener: &listener,
+            port: listener_port(&listener),
+            scheme,
+            peer: self.options.peer,
+        };
+        let snap = self.snap;
+        let now = self.options.now;
+        // Nothing in `decide` waits with `Keys::AsLoaded`: one poll ends it.
+        let runtime = match tokio::runtime::Builder::new_current_thread().build() {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                line!(self, "answer: cannot run the decision: {e}");
+                return self.out;
+            }
+        };
+        let judged = runtime.block_on(request::decide(
+            snap,
+            &conn,
+            &mut request.header,
+            now,
+            Keys::AsLoaded,
+            &mut self,
+        ));
+        let req = &request.header;
+        match judged.verdict {
+            Verdict::Reject(rejection) => {
+                match self.reached {
+                    Stage::Start => line!(self, "request: refused before it is judged"),
+                    Stage::Prepared => {
+                        line!(
+                            self,
+                            "authorization: not evaluated (refused at authentication)"
+                        );
+                        line!(self, "routes: not evaluated (refused at authentication)");
+                    }
+                    Stage::Authenticated => {
+                        line!(self, "routes: not evaluated (refused by authorization)")
+                    }
+                    Stage::Authorized | Stage::Routed => {}
+                }
+                if self.reached == Stage::Routed && rejection == Rejection::NoRoute {
+                    line!(self, "route: none matched");
+                }
+                line!(self, "answer: {}", answer(rejection));
+            }
+            Verdict::HttpsRedirect(location) => {
+                line!(
+                    self,
+                    "answer: 301 to {location} (httpsRedirect: nothing else is read on plain HTTP)"
+                );
+            }
+            Verdict::CorsPreflight(_) => line!(self, "answer: 200 CORS preflight"),
+            Verdict::Redirect { location, code } => {
+                let route = judged.route.as_ref().map_or("", |(r, _)| &*r.name);
+                line!(self, "route: {route}");
+                line!(
+                    self,
+                    "answer: {code} redirect by route {route}, Location: {location}"
+                );
+            }
+            Verdict::Direct => {
+                if let Some((route, _)) = &judged.route {
+                    line!(self, "route: {}", route.name);
+                    if let Action::Direct(direct) = &route.action {
+                        line!(
+                            self,
+                            "answer: {} direct response by route {} ({} byte body)",
+                            direct.status,
+                            route.name,
+                            direct.body.len()
+                        );
+                    }
+                }
+            }
+            Verdict::Forward { .. } => {
+                if let Some((route, span)) = &judged.route {
+                    line!(self, "route: {}", route.name);
+                    if let Action::Forward(forward) = &route.action {
+                        self.forward(req, judged.authn.as_ref(), route, forward, *span);
+                    }
+                }
+            }
+        }
+        self.out
+    }
+
+    /// The virtual host of the request's host on the listener.
+    fn virtual_host(&mut self, table: &HostTable, host: &str) {
+        match table.virtual_host(host) {
             Some((pattern, routes)) => line!(
                 self,
                 "virtual host: {host:?} matched {pattern}: {} route(s)",
@@ -256,117 +362,6 @@ impl Trace<'_> {
                 );
             }
         }
-
-        // CORS, before authentication, on the route matched without claims.
-        let origin = req
-            .headers
-            .get(http::header::ORIGIN)
-            .filter(|o| !o.is_empty());
-        if let (Some(origin), true) = (origin, table.has_cors()) {
-            let view = route_view(req, scheme, &host, port, None);
-            let cors = table
-                .select(&view)
-                .and_then(|(r, _)| r.cors.as_deref().map(|c| (r, c)));
-            if let Some((route, cors)) = cors {
-                let shown = String::from_utf8_lossy(origin.as_bytes()).into_owned();
-                match cors.verdict(req.method.as_str(), &req.headers, origin) {
-                    CorsVerdict::Preflight(_) => {
-                        line!(
-                            self,
-                            "cors: preflight from {shown:?} answered by the corsPolicy of {} (before authentication)",
-                            route.name
-                        );
-                        line!(self, "answer: 200 CORS preflight");
-                        return self.out;
-                    }
-                    CorsVerdict::Allowed => line!(
-                        self,
-                        "cors: origin {shown:?} allowed by the corsPolicy of {}: the answer carries Access-Control-Allow-Origin",
-                        route.name
-                    ),
-                    CorsVerdict::None => line!(
-                        self,
-                        "cors: origin {shown:?} not allowed by the corsPolicy of {}",
-                        route.name
-                    ),
-                }
-            }
-        }
-
-        // Authentication.
-        let authn = self.authenticate(req);
-        let authn = match authn {
-            Ok(authn) => authn,
-            Err(e) => {
-                line!(
-                    self,
-                    "authorization: not evaluated (refused at authentication)"
-                );
-                line!(self, "routes: not evaluated (refused at authentication)");
-                line!(self, "answer: {}", answer(Rejection::Jwt(e)));
-                return self.out;
-            }
-        };
-        let claims = authn.as_ref().map(|a| self.snap.authn.claims(a));
-
-        // Authorization, as request_filter runs it: only when there are policies.
-        if !self.authorize(req, &host, port, authn.as_ref(), claims) {
-            line!(self, "routes: not evaluated (refused by authorization)");
-            line!(self, "answer: {}", answer(Rejection::Denied));
-            return self.out;
-        }
-
-        // Routing.
-        let view = route_view(req, scheme, &host, port, claims);
-        let routes = virtual_host.map_or(&[][..], |(_, routes)| routes);
-        if !routes.is_empty() {
-            line!(self, "routes, in order:");
-        }
-        for (i, route) in routes.iter().enumerate() {
-            if route.matches(&view) {
-                line!(self, "  {}: matched", label(route));
-                if i + 1 < routes.len() {
-                    line!(
-                        self,
-                        "  ({} later route(s) not tried)",
-                        routes.len() - i - 1
-                    );
-                }
-                break;
-            }
-            self.route_miss(route, &view);
-        }
-        let Some((route, span)) = table.select(&view) else {
-            line!(self, "route: none matched");
-            line!(self, "answer: {}", answer(Rejection::NoRoute));
-            return self.out;
-        };
-        line!(self, "route: {}", route.name);
-
-        match &route.action {
-            Action::Forward(forward) => self.forward(req, authn.as_ref(), route, forward, span),
-            Action::Redirect(redirect) => {
-                let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
-                let host = req.headers.get(HOST).map_or(String::new(), |h| {
-                    String::from_utf8_lossy(h.as_bytes()).into_owned()
-                });
-                let location = redirect.location(scheme, &host, port, path);
-                line!(
-                    self,
-                    "answer: {} redirect by route {}, Location: {location}",
-                    redirect.code,
-                    route.name
-                );
-            }
-            Action::Direct(direct) => line!(
-                self,
-                "answer: {} direct response by route {} ({} byte body)",
-                direct.status,
-                route.name,
-                direct.body.len()
-            ),
-        }
-        self.out
     }
 
     /// The destination(s) of a forwarding route and the answer.
@@ -549,17 +544,20 @@ impl Trace<'_> {
         Some(chosen)
     }
 
-    /// The token part of the trace; the result is `Authenticator::authenticate`'s.
-    fn authenticate(&mut self, req: &RequestHeader) -> Result<Option<Authenticated>, JwtError> {
+    /// The token part of the trace.
+    fn describe_authn(
+        &mut self,
+        req: &RequestHeader,
+        result: &Result<Option<Authenticated>, AuthnError>,
+    ) {
         let authn = &self.snap.authn;
         let query = req.uri.query();
-        let result = authn.authenticate(&req.headers, query, self.options.now);
         if authn.providers().is_empty() {
             line!(
                 self,
                 "token: not read (no RequestAuthentication rule applies: a token passes through unchecked)"
             );
-            return result;
+            return;
         }
         match authn.find_token(&req.headers, query) {
             Err(_) => line!(
@@ -584,16 +582,15 @@ impl Trace<'_> {
                 }
             }
         }
-        match &result {
+        match result {
             Ok(Some(a)) => {
                 line!(self, "  result: valid; principal {}", a.token.principal());
                 let claims = serde_json::to_string(&a.token.claims).unwrap_or_default();
                 line!(self, "  claims: {claims}");
             }
             Ok(None) => {}
-            Err(e) => line!(self, "  result: {}", answer(Rejection::Jwt(*e))),
+            Err(e) => line!(self, "  result: {}", answer(Rejection::Jwt(e.error))),
         }
-        result
     }
 
     /// Issuer, rule, key set and candidate keys of a parsed token.
@@ -739,34 +736,10 @@ impl Trace<'_> {
         format!("the rule of issuer {issuer:?}")
     }
 
-    /// The policies part of the trace; `true` when the request is allowed.
-    fn authorize(
-        &mut self,
-        req: &RequestHeader,
-        host: &str,
-        port: u16,
-        authn: Option<&Authenticated>,
-        claims: Option<crate::routing::ClaimView<'_>>,
-    ) -> bool {
+    /// The policies part of the trace.
+    fn describe_authz(&mut self, areq: &AuthzRequest<'_>, decision: &PolicyDecision) {
         let authz = &self.snap.authz;
-        if authz.is_empty() {
-            line!(
-                self,
-                "authorization: no AuthorizationPolicy applies: allowed"
-            );
-            return true;
-        }
         let peer = self.options.peer;
-        let areq = authz_request(
-            req,
-            host,
-            port,
-            peer,
-            self.snap.trusted_proxies,
-            authn,
-            claims,
-        );
-        let decision = authz.authorize(&areq);
         line!(
             self,
             "authorization: any matching DENY denies; then, if there are ALLOW policies, one must match; AUDIT only logs"
@@ -779,8 +752,8 @@ impl Trace<'_> {
         }
         for policy in authz.policies() {
             let action = format!("{:?}", policy.action).to_uppercase();
-            let misses = policy.rule_misses(&areq);
-            match policy.first_matching_rule(&areq) {
+            let misses = policy.rule_misses(areq);
+            match policy.first_matching_rule(areq) {
                 Some(i) => line!(self, "  {action} {}: rules[{i}] matched", policy.name),
                 None if misses.is_empty() => {
                     line!(
@@ -803,7 +776,7 @@ impl Trace<'_> {
             authz
                 .policies()
                 .find(|p| &*p.name == name)
-                .and_then(|p| p.first_matching_rule(&areq))
+                .and_then(|p| p.first_matching_rule(areq))
                 .map_or(String::new(), |i| format!(" rules[{i}]"))
         };
         match (&decision.policy, decision.allowed) {
@@ -821,7 +794,28 @@ impl Trace<'_> {
         for p in &decision.audited {
             line!(self, "  AUDIT {p} matched: logged and counted, no effect");
         }
-        decision.allowed
+    }
+
+    /// The routes of the virtual host, in order, and which matched.
+    fn describe_routes(&mut self, table: Option<&HostTable>, view: &RequestView<'_>) {
+        let routes = table.map_or(&[][..], |t| t.routes_for(view.authority));
+        if !routes.is_empty() {
+            line!(self, "routes, in order:");
+        }
+        for (i, route) in routes.iter().enumerate() {
+            if route.matches(view) {
+                line!(self, "  {}: matched", label(route));
+                if i + 1 < routes.len() {
+                    line!(
+                        self,
+                        "  ({} later route(s) not tried)",
+                        routes.len() - i - 1
+                    );
+                }
+                break;
+            }
+            self.route_miss(route, view);
+        }
     }
 
     /// Why `route` did not match: the first failing condition of each match entry.
@@ -880,6 +874,72 @@ impl Trace<'_> {
                 "upstream request: the token is removed from {location}"
             );
         }
+    }
+}
+
+impl request::Trace for Trace<'_> {
+    fn prepared(&mut self, head: &RequestHeader, received: &[u8]) {
+        self.reached = Stage::Prepared;
+        let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
+        if received != target.as_bytes() {
+            line!(
+                self,
+                "path: {} is judged and forwarded as {} (pathNormalization {}; origin-form)",
+                shorten(&String::from_utf8_lossy(received)),
+                shorten(target),
+                self.snap.edge.path_normalization
+            );
+        }
+        let snap = self.snap;
+        if let Some(table) = snap.listeners.get(&self.listener) {
+            self.virtual_host(table, &request_host(head));
+        }
+    }
+
+    fn cors(&mut self, route: &Route, origin: &HeaderValue, verdict: &CorsVerdict) {
+        let shown = String::from_utf8_lossy(origin.as_bytes()).into_owned();
+        match verdict {
+            CorsVerdict::Preflight(_) => line!(
+                self,
+                "cors: preflight from {shown:?} answered by the corsPolicy of {} (before authentication)",
+                route.name
+            ),
+            CorsVerdict::Allowed => line!(
+                self,
+                "cors: origin {shown:?} allowed by the corsPolicy of {}: the answer carries Access-Control-Allow-Origin",
+                route.name
+            ),
+            CorsVerdict::None => line!(
+                self,
+                "cors: origin {shown:?} not allowed by the corsPolicy of {}",
+                route.name
+            ),
+        }
+    }
+
+    fn authn(&mut self, head: &RequestHeader, result: &Result<Option<Authenticated>, AuthnError>) {
+        self.describe_authn(head, result);
+        if result.is_ok() {
+            self.reached = Stage::Authenticated;
+        }
+    }
+
+    fn authz(&mut self, request: &AuthzRequest<'_>, decision: &PolicyDecision) {
+        self.describe_authz(request, decision);
+        if decision.allowed {
+            self.reached = Stage::Authorized;
+        }
+    }
+
+    fn routes(&mut self, table: Option<&HostTable>, view: &RequestView<'_>) {
+        if self.reached == Stage::Authenticated {
+            line!(
+                self,
+                "authorization: no AuthorizationPolicy applies: allowed"
+            );
+        }
+        self.reached = Stage::Routed;
+        self.describe_routes(table, view);
     }
 }
 
@@ -980,6 +1040,7 @@ fn answer(rejection: Rejection) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jwt::JwtError;
 
     fn options(method: &str, url: &str, headers: &[&str]) -> Options {
         Options {

@@ -19,8 +19,9 @@ pub struct Snapshot {
     pub authn: Authenticator,
     /// Every AuthorizationPolicy that applies to the gateway.
     pub authz: Authorizer,
-    /// `Settings.trustedProxies`: X-Forwarded-For hops trusted for `remote.ip`.
-    pub trusted_proxies: usize,
+    /// What `Settings` says about requests at the edge: normalization,
+    /// trusted forwarding hops, limits.
+    pub edge: crate::request::Edge,
     /// Where this snapshot came from, for `/config_dump`.
     pub provenance: Provenance,
     /// Certificates of the HTTPS listeners, and `httpsRedirect` hosts.

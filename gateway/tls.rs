@@ -525,57 +525,6 @@ pub fn listener_settings(addr: &str, state: &Arc<ArcSwap<Snapshot>>) -> Option<T
     Some(settings)
 }
 
-/// The `Location` of the 301 that a plain listener with `httpsRedirect`
-/// answers for `host`, or `None` when the request is not redirected.
-/// As Envoy's `require_tls: ALL` (`Utility::createSslRedirectPath`):
-/// `https://` + the `Host` header as sent (a port in it is kept) + the path
-/// and query.
-pub fn https_redirect(
-    snapshot: &Snapshot,
-    addr: &str,
-    host: &str,
-    authority: &str,
-    path_and_query: &str,
-) -> Option<String> {
-    snapshot.tls.redirects.get(addr)?.get(host)?;
-    Some(format!("https://{authority}{path_and_query}"))
-}
-
-/// On a plain listener, answers 301 to https for a host of an
-/// `httpsRedirect` server, before anything else looks at the request (a
-/// token sent in clear is not even read). Returns whether it answered.
-pub async fn answer_https_redirect(
-    session: &mut pingora_proxy::Session,
-    snapshot: &Snapshot,
-    addr: &str,
-) -> pingora::Result<bool> {
-    if !snapshot.tls.redirects.contains_key(addr) {
-        return Ok(false);
-    }
-    let location = {
-        let req = session.req_header();
-        let host = crate::proxy::request_host(req);
-        let authority = req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.authority().map(|a| a.as_str()))
-            .unwrap_or("");
-        let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
-        https_redirect(snapshot, addr, &host, authority, path)
-    };
-    let Some(location) = location else {
-        return Ok(false);
-    };
-    let mut header = pingora::http::ResponseHeader::build(301, Some(2))?;
-    header.insert_header(http::header::LOCATION, location)?;
-    header.insert_header(http::header::CONTENT_LENGTH, "0")?;
-    session
-        .write_response_header(Box::new(header), true)
-        .await?;
-    Ok(true)
-}
-
 /// A listener is bound plain or TLS at start; a reload cannot change that.
 /// A listener that was TLS keeps its last certificates, and one that was
 /// plain stays plain; each such change is returned as pending a restart.

@@ -29,6 +29,7 @@ use crate::jwt::authn::{KeyRefetch, Outputs};
 use crate::jwt::{Authenticator, KeySet, Provider, TokenCache, TokenLocation, Validation};
 use crate::metrics::RouteMetrics;
 use crate::proxy::listener_port;
+use crate::request::PathNormalization;
 use crate::routing::{
     operation_name, operation_value, Action, ClaimPath, Condition, Cors, DirectResponse, Forward,
     HeaderOp, HeaderOps, HostTable, MatchRule, Mirror, PathRewrite, Redirect, RedirectPort,
@@ -49,7 +50,8 @@ pub struct Settings {
     pub upstream_connect_timeout: Duration,
     pub jwt_cache_size: usize,
     pub max_token_bytes: usize,
-    pub trusted_proxies: usize,
+    /// Normalization, forwarding headers and request-head limits.
+    pub edge: crate::request::Edge,
     /// Grace period for requests in flight at shutdown, whole seconds.
     pub drain_seconds: u64,
     pub upgrade_socket: PathBuf,
@@ -128,6 +130,48 @@ pub fn settings(config: &Config) -> Result<Settings, ConfigErrors> {
         duration("upstreamConnectTimeout", &spec.upstream_connect_timeout);
     let drain = duration("drainPeriod", &spec.drain_period);
     let dns_refresh = duration("dnsRefreshRate", &spec.dns_refresh_rate);
+    let headers_timeout = duration("requestHeadersTimeout", &spec.request_headers_timeout);
+    let stream_idle_timeout = duration("streamIdleTimeout", &spec.stream_idle_timeout);
+    let path_normalization =
+        PathNormalization::parse(&spec.path_normalization).unwrap_or_else(|| {
+            errors.push(ConfigError::new(
+                source,
+                "spec.pathNormalization",
+                format!(
+                    "`{}` is not one of {}",
+                    spec.path_normalization,
+                    PathNormalization::NAMES.join(", ")
+                ),
+            ));
+            PathNormalization::Base
+        });
+    for (field, value) in [
+        ("maxRequestHeadersKb", spec.max_request_headers_kb),
+        ("maxHeadersCount", spec.max_headers_count),
+    ] {
+        if value == 0 {
+            errors.push(ConfigError::new(
+                source,
+                format!("spec.{field}"),
+                "must be at least 1",
+            ));
+        }
+    }
+    // Pingora's parser reads at most 1 MiB of head and 256 headers.
+    if spec.max_request_headers_kb > 1023 {
+        errors.push(ConfigError::new(
+            source,
+            "spec.maxRequestHeadersKb",
+            "must be at most 1023 (the HTTP/1 parser's own limit)",
+        ));
+    }
+    if spec.max_headers_count > 256 {
+        errors.push(ConfigError::new(
+            source,
+            "spec.maxHeadersCount",
+            "must be at most 256 (the HTTP/1 parser's own limit)",
+        ));
+    }
     let admin = spec.admin.parse().unwrap_or_else(|_| {
         errors.push(ConfigError::new(
             source,
@@ -165,7 +209,15 @@ pub fn settings(config: &Config) -> Result<Settings, ConfigErrors> {
             upstream_connect_timeout,
             jwt_cache_size: spec.jwt_cache_size,
             max_token_bytes: spec.max_token_bytes,
-            trusted_proxies: spec.trusted_proxies,
+            edge: crate::request::Edge {
+                path_normalization,
+                trusted_proxies: spec.trusted_proxies,
+                preserve_request_id: spec.preserve_external_request_id,
+                max_head_bytes: spec.max_request_headers_kb * 1024,
+                max_headers: spec.max_headers_count,
+                headers_timeout,
+                stream_idle_timeout,
+            },
             drain_seconds: drain.as_secs() + u64::from(drain.subsec_nanos() > 0),
             upgrade_socket: PathBuf::from(&spec.upgrade_socket),
             access_log: crate::access_log::Target::parse(&spec.access_log),
@@ -235,7 +287,7 @@ pub fn compile(config: &Config, shared: &Shared) -> Result<Snapshot, ConfigError
         clusters: c.clusters,
         authn,
         authz: Authorizer::new(policies),
-        trusted_proxies: c.settings.trusted_proxies,
+        edge: c.settings.edge.clone(),
         tls: c.tls.finish(),
         provenance: crate::snapshot::Provenance {
             generation: 0,

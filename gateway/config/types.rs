@@ -845,6 +845,28 @@ pub struct SettingsSpec {
     /// has none: its DestinationRule only ejects on failed requests).
     /// Default: none.
     pub health_checks: Vec<HealthCheckSpec>,
+    /// How request paths are normalized before anything reads them and
+    /// before they are forwarded (Istio's MeshConfig `pathNormalization`):
+    /// `NONE`, `BASE`, `MERGE_SLASHES` or `DECODE_AND_MERGE_SLASHES`.
+    /// Default `BASE`.
+    pub path_normalization: String,
+    /// The largest request head (target, header names and values), in KiB;
+    /// a larger one is answered 431 (Envoy's `max_request_headers_kb`).
+    /// Default 60.
+    pub max_request_headers_kb: usize,
+    /// The most request headers; more are answered 431 (Envoy's
+    /// `max_headers_count`). Default 100.
+    pub max_headers_count: usize,
+    /// How long a client has from the first byte of a request head to its
+    /// end (Envoy's `request_headers_timeout`; Istio duration). Default `10s`.
+    pub request_headers_timeout: String,
+    /// A request whose client neither sends nor reads for this long is
+    /// ended, and its upstream connection freed (Envoy's
+    /// `stream_idle_timeout`; Istio duration). Default `300s`.
+    pub stream_idle_timeout: String,
+    /// Keep a client's `x-request-id` instead of writing a new one (Envoy's
+    /// `preserve_external_request_id`). Default false.
+    pub preserve_external_request_id: bool,
 }
 
 impl Default for SettingsSpec {
@@ -867,6 +889,12 @@ impl Default for SettingsSpec {
             dns_refresh_rate: "60s".to_string(),
             credentials_dir: None,
             health_checks: Vec::new(),
+            path_normalization: "BASE".to_string(),
+            max_request_headers_kb: 60,
+            max_headers_count: 100,
+            request_headers_timeout: "10s".to_string(),
+            stream_idle_timeout: "300s".to_string(),
+            preserve_external_request_id: false,
         }
     }
 }

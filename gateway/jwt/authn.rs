@@ -396,6 +396,18 @@ impl Authenticator {
         Ok(found)
     }
 
+    /// Every location that holds a token in this request (the same token:
+    /// `find_token` refuses two different ones).
+    pub fn holding_token<'a>(
+        &'a self,
+        headers: &'a HeaderMap,
+        query: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a TokenLocation> + 'a {
+        self.locations
+            .iter()
+            .filter(move |location| !tokens_at(location, headers, query).is_empty())
+    }
+
     /// The claims of `authn` as matchers read them.
     pub fn claims<'a>(&'a self, authn: &'a Authenticated) -> ClaimView<'a> {
         ClaimView {

@@ -8,7 +8,6 @@ mod reject;
 pub use connections::Counted;
 
 use std::borrow::Cow;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -27,13 +26,13 @@ pub use reject::{
 };
 
 use crate::access_log::{redact_query, rfc3339, AccessLog, Entry};
-use crate::authz::{remote_ip, AuthzRequest, Decision};
+use crate::authz::Decision;
 use crate::jwt::authn::{strip_cookie, strip_query_param, Outcome};
 use crate::jwt::{Authenticated, TokenLocation};
 use crate::metrics::RouteMetrics;
+use crate::request::{authority, request_host, Connection, Judged, Keys, NoTrace, Verdict};
 use crate::routing::{
-    host_without_port, Action, ClaimView, CorsVerdict, DirectResponse, Failure, Forward, HeaderOps,
-    Redirect, RequestView, Route, UriSpan,
+    host_without_port, Action, DirectResponse, Failure, Forward, HeaderOps, Route, UriSpan,
 };
 use crate::snapshot::Snapshot;
 use crate::upstream::{Admission, Balance, Endpoint, HashOn, Outcome as Ended, Refused};
@@ -116,6 +115,32 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// Keeps what the decision learnt; returns what to do.
+    fn take(&mut self, judged: Judged) -> Verdict {
+        self.jwt = judged.jwt;
+        self.authn = judged.authn;
+        if let Some(decision) = &judged.policy {
+            for policy in &decision.audited {
+                tracing::info!(policy = %policy, "AUDIT policy matched");
+            }
+        }
+        self.decision = judged.policy;
+        self.cors = judged.cors;
+        if let Some((route, span)) = judged.route {
+            self.route = Some(route);
+            self.span = span;
+        }
+        if let Verdict::Forward {
+            destination,
+            cluster,
+        } = judged.verdict
+        {
+            self.destination = Some(destination);
+            self.cluster = Some(cluster);
+        }
+        judged.verdict
+    }
+
     /// The forwarding action of the route this request matched.
     fn forward(&self) -> Option<&Forward> {
         match &self.route.as_deref()?.action {
@@ -170,20 +195,10 @@ fn failure_of(e: &Error) -> Option<Failure> {
     })
 }
 
-/// A random number below `n` (at least 1): std's randomly keyed hasher
-/// over the time, which is random enough to sample and to jitter.
-fn random_below(n: u32) -> u32 {
-    use std::hash::BuildHasher;
-    let random = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
-    (random % u64::from(n.max(1))) as u32
-}
-
 /// A random time below `ceiling` (the jitter of Envoy's backoff).
 fn jitter(ceiling: Duration) -> Duration {
-    use std::hash::BuildHasher;
-    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX).max(1);
-    let random = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
-    Duration::from_nanos(random % nanos)
+    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(crate::random::below(nanos))
 }
 
 /// Removes the token from where it was found, leaving the rest intact.
@@ -228,15 +243,6 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The request's authority: `Host`, or the URI's for HTTP/2.
-fn authority(req: &RequestHeader) -> &str {
-    req.headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("")
-}
-
 /// The host the upstream request is for, without port: the destination's
 /// `rewrite.authority` (or `host` header operation), else the client's.
 /// Envoy's automatic SNI reads the same.
@@ -250,63 +256,6 @@ fn upstream_host<'s>(session: &'s Session, ctx: &'s RequestCtx) -> Cow<'s, str> 
             Cow::Owned(host_without_port(authority.to_str().unwrap_or("")).to_ascii_lowercase())
         }
         None => request_host(session.req_header()),
-    }
-}
-
-/// The host routes and policies read: `Host` (or the URI's authority)
-/// without its port, lower case (borrowed unless it had upper case).
-pub fn request_host(req: &RequestHeader) -> Cow<'_, str> {
-    let host = host_without_port(authority(req));
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(host.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(host)
-    }
-}
-
-/// What AuthorizationPolicies read of a request that arrived on `port` from
-/// `peer` (behind `trusted_proxies` hops), with its verified token and that
-/// token's claims, if any.
-pub fn authz_request<'r>(
-    req: &'r RequestHeader,
-    host: &'r str,
-    port: u16,
-    peer: Option<IpAddr>,
-    trusted_proxies: usize,
-    authn: Option<&'r Authenticated>,
-    claims: Option<ClaimView<'r>>,
-) -> AuthzRequest<'r> {
-    AuthzRequest {
-        method: req.method.as_str(),
-        path: req.uri.path(),
-        host,
-        port,
-        headers: &req.headers,
-        source_ip: peer,
-        remote_ip: remote_ip(&req.headers, peer, trusted_proxies),
-        principal: authn.map(|a| a.token.principal()),
-        audiences: authn.map_or(&[], |a| a.token.aud.as_slice()),
-        claims,
-    }
-}
-
-/// What routes read of a request that arrived over `scheme` (`http` or
-/// `https`) on listener `port`.
-pub fn route_view<'r>(
-    req: &'r RequestHeader,
-    scheme: &'static str,
-    host: &'r str,
-    port: u16,
-    claims: Option<ClaimView<'r>>,
-) -> RequestView<'r> {
-    RequestView {
-        scheme,
-        port,
-        method: req.method.as_str(),
-        path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
-        authority: host,
-        headers: &req.headers,
-        claims,
     }
 }
 
@@ -342,6 +291,14 @@ fn hash_key(on: &HashOn, session: &Session) -> Vec<u8> {
             .find(|(k, _)| k == param)
             .map_or_else(Vec::new, |(_, v)| v.as_bytes().to_vec()),
     }
+}
+
+/// A redirect's answer: `code`, `Location`, no body.
+fn redirect_header(code: u16, location: String) -> Result<Box<ResponseHeader>> {
+    let mut header = ResponseHeader::build(code, Some(2))?;
+    header.insert_header(http::header::LOCATION, location)?;
+    header.insert_header(http::header::CONTENT_LENGTH, "0")?;
+    Ok(Box::new(header))
 }
 
 /// `https` when the client's connection is TLS.
@@ -428,6 +385,10 @@ impl Gateway {
             subject: token.map(|t| t.subject()).filter(|s| !s.is_empty()),
             rejection: ctx.rejection.map(|r| r.reason()),
             policy: ctx.decision.as_ref().and_then(|d| d.policy.as_deref()),
+            request_id: req
+                .headers
+                .get(crate::request::X_REQUEST_ID)
+                .and_then(|id| id.to_str().ok()),
         });
     }
 
@@ -447,38 +408,6 @@ impl Gateway {
         self.answer(session, ctx, header, body).await
     }
 
-    /// Envoy's CORS filter, on the route the request matches before its
-    /// token is read: latches an allowed origin in `ctx.cors`, and returns
-    /// the headers of a preflight to answer now.
-    fn cors(
-        &self,
-        session: &Session,
-        ctx: &mut RequestCtx,
-    ) -> Option<Vec<(http::HeaderName, http::HeaderValue)>> {
-        let table = ctx
-            .snap
-            .listeners
-            .get(&self.listener)
-            .filter(|t| t.has_cors())?;
-        let req = session.req_header();
-        let origin = req
-            .headers
-            .get(http::header::ORIGIN)
-            .filter(|o| !o.is_empty())?;
-        let host = request_host(req);
-        let (route, _) =
-            table.select(&route_view(req, scheme_of(session), &host, self.port, None))?;
-        let cors = route.cors.as_deref()?;
-        match cors.verdict(req.method.as_str(), &req.headers, origin) {
-            CorsVerdict::None => None,
-            CorsVerdict::Allowed => {
-                ctx.cors = Some((route.clone(), origin.clone()));
-                None
-            }
-            CorsVerdict::Preflight(headers) => Some(headers),
-        }
-    }
-
     /// The copies of this request for the route's mirrors (each sampled by
     /// its share): sent at once without a body, else once the body is read.
     fn mirror(&self, session: &mut Session, upstream: &RequestHeader, ctx: &mut RequestCtx) {
@@ -491,7 +420,10 @@ impl Gateway {
         let copies: Vec<_> = forward
             .mirrors
             .iter()
-            .filter(|m| m.per_million >= 1_000_000 || random_below(1_000_000) < m.per_million)
+            .filter(|m| {
+                m.per_million >= 1_000_000
+                    || crate::random::below(1_000_000) < u64::from(m.per_million)
+            })
             .filter_map(|m| {
                 let cluster = ctx.snap.clusters.get(m.cluster)?.clone();
                 // The copy's TLS name is the request's host, not its
@@ -544,25 +476,6 @@ impl Gateway {
         Ok(true)
     }
 
-    /// A route's `redirect`.
-    async fn redirect(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        redirect: &Redirect,
-    ) -> Result<bool> {
-        let location = {
-            let req = session.req_header();
-            let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
-            redirect.location(scheme_of(session), authority(req), self.port, path)
-        };
-        let mut header = ResponseHeader::build(redirect.code, Some(2))?;
-        header.insert_header(http::header::LOCATION, location)?;
-        header.insert_header(http::header::CONTENT_LENGTH, "0")?;
-        self.answer(session, ctx, Box::new(header), Bytes::new())
-            .await
-    }
-
     /// A route's `directResponse`: its body is `text/plain`, as Envoy's.
     async fn direct_response(
         &self,
@@ -611,86 +524,75 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// The limits of this request on its connection, before anything else.
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let idle = ctx.snap.edge.stream_idle_timeout;
+        session.set_read_timeout(Some(idle));
+        // A client that stops reading its answer holds the upstream
+        // connection no longer than this.
+        session.set_write_timeout(Some(idle));
+        // HTTP/1.1 pipelining: answered in order, one after the other.
+        session.set_pipelining_enabled(true);
+        Ok(())
+    }
+
+    /// The whole decision is `request::decide`'s; this applies it.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         if self.handed_over.load(Ordering::Relaxed) {
             session.set_keepalive(None);
         }
-        if crate::tls::answer_https_redirect(session, &ctx.snap, &self.listener).await? {
-            return Ok(true);
-        }
-        // CORS comes first, as Envoy's CORS filter runs before jwt_authn.
-        if let Some(preflight) = self.cors(session, ctx) {
-            let mut header = ResponseHeader::build(200, Some(preflight.len() + 1))?;
-            for (name, value) in preflight {
-                header.insert_header(name, value)?;
-            }
-            header.insert_header(http::header::CONTENT_LENGTH, "0")?;
-            return self
-                .answer(session, ctx, Box::new(header), Bytes::new())
-                .await;
-        }
-        let req = session.req_header();
-        let now = unix_now();
-        let authn = ctx
-            .snap
-            .authn
-            .authenticate_or_refetch(&req.headers, req.uri.query(), now);
-        let authn = authn.await;
-        ctx.jwt = Outcome::of(&authn);
-        match authn {
-            Ok(authn) => ctx.authn = authn,
-            Err(e) => return self.reject(session, ctx, Rejection::Jwt(e.error)).await,
-        }
-
-        let req = session.req_header();
-        let host = request_host(req);
-        let claims = ctx.authn.as_ref().map(|a| ctx.snap.authn.claims(a));
-
-        if !ctx.snap.authz.is_empty() {
-            let peer = session
+        let conn = Connection {
+            listener: &self.listener,
+            port: self.port,
+            scheme: scheme_of(session),
+            peer: session
                 .client_addr()
                 .and_then(|a| a.as_inet())
-                .map(|a| a.ip());
-            let decision = ctx.snap.authz.authorize(&authz_request(
-                req,
-                &host,
-                self.port,
-                peer,
-                ctx.snap.trusted_proxies,
-                ctx.authn.as_ref(),
-                claims,
-            ));
-            for policy in &decision.audited {
-                tracing::info!(policy = %policy, method = %req.method, path = req.uri.path(), "AUDIT policy matched");
-            }
-            let allowed = decision.allowed;
-            ctx.decision = Some(decision);
-            if !allowed {
-                return self.reject(session, ctx, Rejection::Denied).await;
-            }
-        }
-
-        let view = route_view(req, scheme_of(session), &host, self.port, claims);
-        let route = ctx
-            .snap
-            .listeners
-            .get(&self.listener)
-            .and_then(|table| table.select(&view))
-            .map(|(route, span)| (route.clone(), span));
-        let Some((route, span)) = route else {
-            return self.reject(session, ctx, Rejection::NoRoute).await;
+                .map(|a| a.ip()),
         };
-        ctx.span = span;
-        ctx.route = Some(route.clone());
-        match &route.action {
-            Action::Forward(forward) => {
-                let pick = forward.pick_index();
-                ctx.destination = Some(pick);
-                ctx.cluster = forward.destinations.get(pick).map(|d| d.cluster);
-                Ok(false)
+        let judged = crate::request::decide(
+            &ctx.snap,
+            &conn,
+            session.req_header_mut(),
+            unix_now(),
+            Keys::Refetch,
+            &mut NoTrace,
+        )
+        .await;
+        match ctx.take(judged) {
+            Verdict::Forward { .. } => Ok(false),
+            Verdict::Reject(rejection) => self.reject(session, ctx, rejection).await,
+            Verdict::HttpsRedirect(location) => {
+                let header = redirect_header(301, location)?;
+                session.write_response_header(header, true).await?;
+                Ok(true)
             }
-            Action::Redirect(redirect) => self.redirect(session, ctx, redirect).await,
-            Action::Direct(direct) => self.direct_response(session, ctx, direct).await,
+            Verdict::CorsPreflight(preflight) => {
+                let mut header = ResponseHeader::build(200, Some(preflight.len() + 1))?;
+                for (name, value) in preflight {
+                    header.insert_header(name, value)?;
+                }
+                header.insert_header(http::header::CONTENT_LENGTH, "0")?;
+                self.answer(session, ctx, Box::new(header), Bytes::new())
+                    .await
+            }
+            Verdict::Redirect { location, code } => {
+                let header = redirect_header(code, location)?;
+                self.answer(session, ctx, header, Bytes::new()).await
+            }
+            Verdict::Direct => {
+                let route = ctx.route.clone();
+                match route.as_deref().map(|r| &r.action) {
+                    Some(Action::Direct(direct)) => {
+                        self.direct_response(session, ctx, direct).await
+                    }
+                    _ => self.reject(session, ctx, Rejection::NoRoute).await,
+                }
+            }
         }
     }
 
@@ -757,18 +659,10 @@ impl ProxyHttp for Gateway {
         if remaining.is_some_and(|r| r.is_zero()) {
             return Err(Error::new(ErrorType::Custom(UPSTREAM_TIMEOUT)));
         }
+        // A header the gateway writes from the token is in the request
+        // already (and a client's copy is not), as Envoy adds it before
+        // routing.
         let key = match &cluster.policy.balance {
-            Balance::Hash(HashOn::Header(name)) if snap.authn.output_headers().contains(name) => {
-                // A header the gateway writes from the token (Envoy adds
-                // them before routing): hash what it will write, never
-                // what the client sent under that name.
-                let req = session.req_header();
-                ctx.authn
-                    .as_ref()
-                    .map(|a| snap.authn.outputs(a, &req.headers, req.uri.query()))
-                    .and_then(|outputs| outputs.into_iter().find(|(n, _)| n == name))
-                    .map_or_else(Vec::new, |(_, v)| v.as_bytes().to_vec())
-            }
             Balance::Hash(on) => hash_key(on, session),
             _ => Vec::new(),
         };
@@ -882,20 +776,19 @@ impl ProxyHttp for Gateway {
         if let Some(authority) = destination.and_then(|d| d.authority.clone()) {
             upstream.insert_header(http::header::HOST, authority)?;
         }
+        // The claim headers were written into the request by `decide`;
+        // what is left is the token itself: every copy of it goes, unless
+        // the rule that accepted it forwards it.
         let authn = &ctx.snap.authn;
-        // Headers the gateway writes from tokens are never taken from clients.
-        for name in authn.output_headers() {
-            upstream.remove_header(name);
-        }
         if let Some(verified) = &ctx.authn {
-            let downstream = session.req_header();
-            for (name, value) in
-                authn.outputs(verified, &downstream.headers, downstream.uri.query())
-            {
-                upstream.insert_header(name, value)?;
-            }
             if !authn.providers()[verified.provider].forward_original_token {
-                strip_token(upstream, &authn.locations()[verified.location])?;
+                let downstream = session.req_header();
+                let holding: Vec<&TokenLocation> = authn
+                    .holding_token(&downstream.headers, downstream.uri.query())
+                    .collect();
+                for location in holding {
+                    strip_token(upstream, location)?;
+                }
             }
         }
         // The route's operations come last, as Envoy's router applies them
@@ -1072,14 +965,20 @@ impl ProxyHttp for Gateway {
             };
         };
         ctx.rejection = Some(rejection);
+        // An answer of the gateway's own leaves a keep-alive connection
+        // usable, as Envoy's local replies do; one cut mid-answer does not.
+        let mut whole_answer = false;
         if session.response_written().is_none() {
-            if let Err(write_error) = self.reject(session, ctx, rejection).await {
-                tracing::debug!(%write_error, "could not send the error response");
+            match self.reject(session, ctx, rejection).await {
+                Ok(_) => whole_answer = true,
+                Err(write_error) => {
+                    tracing::debug!(%write_error, "could not send the error response")
+                }
             }
         }
         FailToProxy {
             error_code: rejection.status(),
-            can_reuse_downstream: false,
+            can_reuse_downstream: whole_answer,
         }
     }
 }

@@ -28,6 +28,8 @@ pub const REASONS: &[&str] = &[
     "upstream_timeout",
     "upstream_protocol_error",
     "upstream_overflow",
+    "bad_request",
+    "headers_too_large",
 ];
 
 /// Why the gateway answered instead of the upstream.
@@ -54,6 +56,13 @@ pub enum Rejection {
     UpstreamProtocolError,
     /// A `connectionPool` limit of the cluster was reached.
     Overflow,
+    /// A request the gateway will not judge: a target that is neither
+    /// origin- nor absolute-form, a path with `%00`, no host, a method not
+    /// in upper case (Envoy's 400).
+    BadRequest,
+    /// More header bytes or headers than `maxRequestHeadersKb` /
+    /// `maxHeadersCount` allow (Envoy's 431).
+    HeadersTooLarge,
 }
 
 impl Rejection {
@@ -69,6 +78,8 @@ impl Rejection {
             | Rejection::UpstreamProtocolError
             | Rejection::Overflow => 503,
             Rejection::UpstreamTimeout => 504,
+            Rejection::BadRequest => 400,
+            Rejection::HeadersTooLarge => 431,
         }
     }
 
@@ -76,7 +87,7 @@ impl Rejection {
         match self {
             Rejection::Jwt(e) => e.message(),
             Rejection::Denied => "RBAC: access denied",
-            Rejection::NoRoute => "",
+            Rejection::NoRoute | Rejection::BadRequest | Rejection::HeadersTooLarge => "",
             Rejection::NoHealthyUpstream => "no healthy upstream",
             Rejection::ConnectFailure => {
                 "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
@@ -108,6 +119,8 @@ impl Rejection {
             Rejection::UpstreamTimeout => "upstream_timeout",
             Rejection::UpstreamProtocolError => "upstream_protocol_error",
             Rejection::Overflow => "upstream_overflow",
+            Rejection::BadRequest => "bad_request",
+            Rejection::HeadersTooLarge => "headers_too_large",
         }
     }
 
@@ -271,6 +284,8 @@ mod tests {
             Rejection::UpstreamTimeout,
             Rejection::UpstreamProtocolError,
             Rejection::Overflow,
+            Rejection::BadRequest,
+            Rejection::HeadersTooLarge,
         ];
         let all = JwtError::ALL.into_iter().map(Rejection::Jwt).chain(others);
         let mut seen = std::collections::HashSet::new();
