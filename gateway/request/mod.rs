@@ -288,6 +288,18 @@ fn prepare(head: &mut RequestHeader, edge: &Edge) -> Result<Box<[u8]>, Rejection
     if head.headers.len() > edge.max_headers || head_bytes(head) > edge.max_head_bytes {
         return Err(Rejection::HeadersTooLarge);
     }
+    // HTTP/2's `:authority` lives in the URI, which is rewritten below:
+    // it is kept as `Host`.
+    if head.headers.get(http::header::HOST).is_none() {
+        if let Some(value) = head
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            head.insert_header(http::header::HOST, value)
+                .map_err(|_| Rejection::BadRequest)?;
+        }
+    }
     let received: Box<[u8]> = head.raw_path().into();
     let (path, query, authority) = match classify(&received).map_err(|_| Rejection::BadRequest)? {
         Target::Path {
@@ -465,3 +477,6 @@ fn route_view<'r>(
         claims,
     }
 }
+
+#[cfg(test)]
+mod tests;
