@@ -123,7 +123,16 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
             access_log.clone(),
         );
         let proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
-        let mut service = Service::new(format!("listener {addr}"), Counted::new(proxy));
+        // Read per connection: a reload applies to the connections after it.
+        let edge = state.clone();
+        let limits = move || {
+            let edge = &edge.load().edge;
+            crate::proxy::HeadLimits {
+                max_head_bytes: edge.max_head_bytes,
+                timeout: edge.headers_timeout,
+            }
+        };
+        let mut service = Service::new(format!("listener {addr}"), Counted::new(proxy, limits));
         match crate::tls::listener_settings(addr, &state) {
             Some(tls) => service.add_tls_with_settings(addr, None, tls),
             None => service.add_tcp(addr),

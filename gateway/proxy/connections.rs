@@ -1,6 +1,7 @@
-//! Counting downstream connections: Pingora's proxy hooks see requests,
-//! not connections, so the proxy application is wrapped once per listener
-//! and the wrapper counts the connections it is handed.
+//! Counting and guarding downstream connections: Pingora's proxy hooks see
+//! requests, not connections, so the proxy application is wrapped once per
+//! listener, and the wrapper counts the connections it is handed and puts
+//! a `HeadGuard` in front of each before Pingora reads a request head.
 
 use std::sync::Arc;
 
@@ -9,17 +10,24 @@ use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 
+use super::head_guard::{self, HeadLimits};
+
 /// A `ServerApp` whose connections are counted in
 /// `claimgate_downstream_connections` (open now) and
-/// `claimgate_downstream_connections_total` (accepted).
+/// `claimgate_downstream_connections_total` (accepted), and whose request
+/// heads are limited by `head_guard`.
 pub struct Counted<A> {
     inner: Arc<A>,
+    /// The limits for a new connection: asked per connection, so that a
+    /// reloaded configuration applies to the connections accepted after it.
+    limits: Box<dyn Fn() -> HeadLimits + Send + Sync>,
 }
 
 impl<A> Counted<A> {
-    pub fn new(inner: A) -> Counted<A> {
+    pub fn new(inner: A, limits: impl Fn() -> HeadLimits + Send + Sync + 'static) -> Counted<A> {
         Counted {
             inner: Arc::new(inner),
+            limits: Box::new(limits),
         }
     }
 }
@@ -51,6 +59,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Counted<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let _open = Open::new();
+        let session = head_guard::wrap(session, (self.limits)());
         self.inner.process_new(session, shutdown).await
     }
 

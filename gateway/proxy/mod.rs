@@ -2,10 +2,12 @@
 //! reading the same swappable `Snapshot`.
 
 mod connections;
+mod head_guard;
 mod mirror;
 mod reject;
 
 pub use connections::Counted;
+pub use head_guard::{head_read, Framing, HeadLimits};
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -293,6 +295,29 @@ fn hash_key(on: &HashOn, session: &Session) -> Vec<u8> {
     }
 }
 
+/// How the request's body is delimited on its connection (RFC 9112 §6.3),
+/// for the head guard: where the next request's head begins.
+fn framing(req: &RequestHeader) -> Framing {
+    let headers = &req.headers;
+    if headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers.contains_key(http::header::UPGRADE)
+        || req.method == http::Method::CONNECT
+    {
+        return Framing::Unframed;
+    }
+    let length = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match length {
+        Some(0) => Framing::None,
+        Some(n) => Framing::Length(n),
+        // Pingora refused a bad Content-Length already.
+        None if headers.contains_key(http::header::CONTENT_LENGTH) => Framing::Unframed,
+        None => Framing::None,
+    }
+}
+
 /// A redirect's answer: `code`, `Location`, no body.
 fn redirect_header(code: u16, location: String) -> Result<Box<ResponseHeader>> {
     let mut header = ResponseHeader::build(code, Some(2))?;
@@ -537,6 +562,12 @@ impl ProxyHttp for Gateway {
         session.set_write_timeout(Some(idle));
         // HTTP/1.1 pipelining: answered in order, one after the other.
         session.set_pipelining_enabled(true);
+        let framing = framing(session.req_header());
+        if framing == Framing::Unframed {
+            // The head guard cannot tell where the next head starts.
+            session.set_keepalive(None);
+        }
+        head_read(session, framing);
         Ok(())
     }
 
