@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 pub use claimgate::origin::Origin;
 
 pub mod jwks_server;
+pub mod raw_origin;
 
 pub const ISTIO_ISSUER: &str = "testing@secure.istio.io";
 pub const TEST_ISSUER: &str = "https://issuer.claimgate.test";
