@@ -3,7 +3,9 @@
 # pass-through) and B (one valid RS256 token, claim-routed) of run.sh,
 # each binary in turn, ROUNDS times, with the gateway pinned to one core
 # and wrk plus the origin to the other. Prints each round and the median
-# requests/s per binary, and new/base.
+# requests/s and gateway CPU microseconds per request (user + system, from
+# /proc: what the gateway itself costs, whichever side is the bottleneck)
+# per binary, and new/base.
 #
 #   bench/compare.sh BASE_BINARY NEW_BINARY
 #   ROUNDS=3 DURATION=5 CONNECTIONS=32 bench/compare.sh /tmp/claimgate-base target/release/claimgate
@@ -47,61 +49,20 @@ PIDS+=($!)
 wait_http "http://127.0.0.1:$ORIGIN_PORT/jwks.json"
 
 mkdir -p "$WORK/conf"
-cat >"$WORK/conf/bench.yaml" <<EOF
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: bench, namespace: bench}
-spec:
-  servers:
-  - port: {number: $GW_PORT, name: http, protocol: HTTP}
-    bind: 127.0.0.1
-    hosts: ["*"]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: origin, namespace: bench}
-spec:
-  hosts: [origin.bench.svc.cluster.local]
-  ports: [{number: 80, name: http, targetPort: $ORIGIN_PORT}]
-  resolution: STATIC
-  endpoints: [{address: 127.0.0.1}]
----
-apiVersion: security.istio.io/v1
-kind: RequestAuthentication
-metadata: {name: bench, namespace: bench}
-spec:
-  jwtRules:
-  - issuer: https://bench.claimgate.test
-    jwksUri: http://127.0.0.1:$ORIGIN_PORT/jwks.json
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: bench, namespace: bench}
-spec:
-  hosts: ["*"]
-  gateways: [bench]
-  http:
-  - name: passthrough
-    match: [{uri: {prefix: /a/}}]
-    route: [{destination: {host: origin, port: {number: 80}}}]
-  - name: claims
-    match:
-    - uri: {prefix: /b/}
-      headers:
-        "@request.auth.claims.groups": {exact: group1}
-    route: [{destination: {host: origin, port: {number: 80}}}]
----
-apiVersion: claimgate/v1
-kind: Settings
-metadata: {name: bench}
-spec:
-  admin: 127.0.0.1:$ADMIN_PORT
-  threads: 1
-EOF
+sed -e "s/GW_PORT/$GW_PORT/; s/ORIGIN_PORT/$ORIGIN_PORT/g; s/ADMIN_PORT/$ADMIN_PORT/" \
+  bench/compare.yaml >"$WORK/conf/bench.yaml"
 
-rps() { # path tokens -> requests/s
-  BENCH_PATH="$1" BENCH_TOKENS="$2" taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" \
-    -s bench/wrk.lua "http://127.0.0.1:$GW_PORT" | awk '/^Requests\/sec/ {print int($2)}'
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+measure() { # pid path tokens -> "requests/s cpu_us_per_request"
+  local before out requests rate after
+  before=$(cpu_ticks "$1")
+  out=$(BENCH_PATH="$2" BENCH_TOKENS="$3" taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" \
+    -s bench/wrk.lua "http://127.0.0.1:$GW_PORT")
+  after=$(cpu_ticks "$1")
+  requests=$(awk '/requests in/ {print $1}' <<<"$out")
+  rate=$(awk '/^Requests\/sec/ {print int($2)}' <<<"$out")
+  echo "$rate $(awk -v t=$((after - before)) -v us="$TICK_US" -v n="$requests" 'BEGIN {printf "%.1f", t * us / n}')"
 }
 
 ROWS="$WORK/rows"
@@ -111,10 +72,10 @@ for round in $(seq 1 "$ROUNDS"); do
     RUST_LOG=warn taskset -c "$GW_CPU" "$bin" run --config "$WORK/conf" 2>"$WORK/gw.log" &
     pid=$!
     wait_http "http://127.0.0.1:$ADMIN_PORT/ready"
-    a=$(rps /a/x "")
-    b=$(rps /b/x "$WORK/token")
+    read -r a a_us < <(measure "$pid" /a/x "")
+    read -r b b_us < <(measure "$pid" /b/x "$WORK/token")
     kill "$pid"; wait "$pid" 2>/dev/null || true
-    echo "round $round $which A $a B $b" | tee -a "$ROWS"
+    echo "round $round $which A $a ${a_us}us B $b ${b_us}us" | tee -a "$ROWS"
   done
 done
 python3 - "$ROWS" <<'PY'
@@ -123,8 +84,13 @@ rows = [l.split() for l in open(sys.argv[1])]
 med = {}
 for which in ("base", "new"):
     for s in ("A", "B"):
-        vals = [int(r[r.index(s) + 1]) for r in rows if r[2] == which]
-        med[which, s] = statistics.median(vals)
+        at = lambda r: r.index(s)
+        med[which, s] = statistics.median(int(r[at(r) + 1]) for r in rows if r[2] == which)
+        med[which, s, "us"] = statistics.median(
+            float(r[at(r) + 2].rstrip("us")) for r in rows if r[2] == which)
 for s in ("A", "B"):
-    print(f"{s}: base {med['base', s]:.0f} req/s, new {med['new', s]:.0f} req/s, new/base {med['new', s] / med['base', s]:.3f}")
+    b, n = med["base", s], med["new", s]
+    bu, nu = med["base", s, "us"], med["new", s, "us"]
+    print(f"{s}: base {b:.0f} req/s {bu:.1f} us CPU/req; new {n:.0f} req/s {nu:.1f} us CPU/req; "
+          f"new/base: throughput {n / b:.3f}, CPU per request {nu / bu:.3f}")
 PY

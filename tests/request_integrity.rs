@@ -1384,16 +1384,8 @@ fn forwarding_headers_are_written_as_an_edge_envoy_writes_them() {
             .iter()
             .filter(|(k, _)| k.to_ascii_lowercase().starts_with("x-envoy-"))
             .collect();
-        let expected = [(
-            "x-envoy-external-address".to_string(),
-            "127.0.0.1".to_string(),
-        )];
-        let envoy_lower: Vec<(String, String)> = envoy
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-            .collect();
-        f.check(envoy_lower == expected, || {
-            format!("x-envoy-* headers at the origin {envoy:?}, expected {expected:?}")
+        f.check(envoy.is_empty(), || {
+            format!("x-envoy-* headers at the origin {envoy:?}, expected none")
         });
         let ids = seen.header_all("x-request-id");
         f.check(ids.len() == 1 && is_uuid(ids[0]), || {

@@ -390,12 +390,8 @@ impl HeadGuard {
         self.deadline = None;
     }
 
-    /// Scans the next bytes of the head being received; its deadline
-    /// starts with its first byte.
+    /// Scans the next bytes of the head being received.
     fn account_head(&mut self, bytes: &[u8]) -> Result<(), Rejection> {
-        if !self.scan.started() {
-            self.deadline = Some(Box::pin(tokio::time::sleep(self.limits.timeout)));
-        }
         if let Some(end) = self.scan.scan(bytes, self.limits.max_head_bytes)? {
             self.deadline = None;
             self.phase = Phase::Awaiting;
@@ -420,7 +416,32 @@ impl HeadGuard {
 
     /// Reads a head: holds what comes until the head ends, `RELEASE_AT`
     /// bytes are held or the connection ends, then hands it over.
+    ///
+    /// The common case costs no copy: with nothing held, the read goes
+    /// straight into the reader's buffer, and stays there when it ends
+    /// the head (or is `RELEASE_AT` long); only a piece of a head is taken
+    /// back out of it and held.
     fn poll_head(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.held.is_empty() {
+            let before = buf.filled().len();
+            match Pin::new(&mut self.inner).poll_read(cx, buf) {
+                Poll::Pending => return self.poll_deadline(cx),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+            let read = buf.filled().len() - before;
+            if read == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            if let Err(rejection) = self.account_head(&buf.filled()[before..]) {
+                return self.reject(cx, rejection);
+            }
+            if self.phase != Phase::Head || read >= RELEASE_AT {
+                return Poll::Ready(Ok(()));
+            }
+            self.hold(&buf.filled()[before..]);
+            buf.set_filled(before);
+        }
         loop {
             let mut chunk = [0; READ_CHUNK];
             let mut read = ReadBuf::new(&mut chunk);
@@ -451,8 +472,13 @@ impl HeadGuard {
 
     /// Pending, unless the deadline of the head passed. Polling the
     /// deadline registers the task's waker with it: a client gone silent
-    /// is answered when the deadline passes, not at its next byte.
+    /// is answered when the deadline passes, not at its next byte. The
+    /// deadline starts the first time a head is waited for with some of it
+    /// read (a head that comes in one read never starts a timer).
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.scan.started() && self.deadline.is_none() {
+            self.deadline = Some(Box::pin(tokio::time::sleep(self.limits.timeout)));
+        }
         let passed = self
             .deadline
             .as_mut()
