@@ -2039,3 +2039,77 @@ fn the_request_settings_are_checked() {
         assert!(stderr.contains(field), "{bad}: no {field} in:\n{stderr}");
     }
 }
+
+// ------------------------------------------------------ stream idle timeout
+
+/// An origin that answers the first request on each connection with an
+/// endless body and reports, on the channel, when the gateway stopped
+/// taking it (a write failed or blocked past `stall`).
+fn endless_origin(stall: Duration) -> (std::net::SocketAddr, std::sync::mpsc::Receiver<Instant>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (done, ended) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut head = [0u8; 4096];
+                let _ = stream.read(&mut head);
+                let _ = stream.set_write_timeout(Some(stall));
+                let answer = "HTTP/1.1 200 OK\r\ncontent-length: 1073741824\r\n\r\n";
+                if stream.write_all(answer.as_bytes()).is_err() {
+                    let _ = done.send(Instant::now());
+                    return;
+                }
+                let chunk = vec![b'x'; 64 * 1024];
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while Instant::now() < deadline {
+                    if stream.write_all(&chunk).is_err() {
+                        let _ = done.send(Instant::now());
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, ended)
+}
+
+/// A client that asks for an answer and never reads it holds the upstream
+/// connection for `streamIdleTimeout`, not forever: the gateway's writes
+/// to the client time out and the upstream connection is closed.
+#[test]
+fn a_client_that_stops_reading_frees_the_upstream_connection() {
+    // The origin gives up on its own only after 30 s of a blocked write.
+    let (origin, ended) = endless_origin(Duration::from_secs(30));
+    let port = free_port();
+    let files = vec![
+        ("gateway.yaml", gateway_yaml(port)),
+        (
+            "origin.yaml",
+            service_entry_yaml("slow", "slow.foo.svc.cluster.local", origin),
+        ),
+        (
+            "routes.yaml",
+            routes_everything_to("slow.foo.svc.cluster.local"),
+        ),
+    ];
+    let _gw = Gateway::start_with_settings(port, &files, "  streamIdleTimeout: 1s\n");
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client
+        .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let asked = Instant::now();
+    let freed = ended
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the upstream connection was still open 20 s after the client stopped reading");
+    // Buffers fill in well under a second on loopback; then one second of
+    // blocked writes, and the gateway lets go (well before the origin's own 30 s).
+    assert!(
+        freed.duration_since(asked) < Duration::from_secs(15),
+        "freed after {:?}",
+        freed.duration_since(asked)
+    );
+    drop(client);
+}

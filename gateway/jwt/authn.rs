@@ -384,13 +384,17 @@ impl Authenticator {
         query: Option<&'r str>,
     ) -> Result<Option<(&'r str, usize)>, JwtError> {
         let mut found: Option<(&'r str, usize)> = None;
+        let mut differ = false;
         for (i, location) in self.locations.iter().enumerate() {
-            for token in tokens_at(location, headers, query) {
+            visit_tokens(location, headers, query, |token| {
                 match found {
-                    Some((first, _)) if first != token => return Err(JwtError::MultipleTokens),
-                    Some(_) => {}
+                    Some((first, _)) => differ = first != token,
                     None => found = Some((token, i)),
                 }
+                !differ
+            });
+            if differ {
+                return Err(JwtError::MultipleTokens);
             }
         }
         Ok(found)
@@ -403,9 +407,14 @@ impl Authenticator {
         headers: &'a HeaderMap,
         query: Option<&'a str>,
     ) -> impl Iterator<Item = &'a TokenLocation> + 'a {
-        self.locations
-            .iter()
-            .filter(move |location| !tokens_at(location, headers, query).is_empty())
+        self.locations.iter().filter(move |location| {
+            let mut holds = false;
+            visit_tokens(location, headers, query, |_| {
+                holds = true;
+                false
+            });
+            holds
+        })
     }
 
     /// The claims of `authn` as matchers read them.
@@ -432,9 +441,11 @@ impl Authenticator {
         let outputs = &self.providers[authn.provider].outputs;
         let mut out = Vec::new();
         if let Some(name) = &outputs.payload {
-            let token = tokens_at(&self.locations[authn.location], headers, query)
-                .into_iter()
-                .next();
+            let mut token = None;
+            visit_tokens(&self.locations[authn.location], headers, query, |t| {
+                token = Some(t);
+                false
+            });
             if let Some(payload) = token.and_then(|t| t.split('.').nth(1)) {
                 if let Ok(value) = HeaderValue::from_str(payload) {
                     out.push((name.clone(), value));
@@ -451,36 +462,50 @@ impl Authenticator {
     }
 }
 
-fn tokens_at<'r>(
+/// Calls `each` with every token at `location`, in order, until it
+/// returns `false`. Nothing is allocated: this runs on every request.
+fn visit_tokens<'r>(
     location: &TokenLocation,
     headers: &'r HeaderMap,
     query: Option<&'r str>,
-) -> Vec<&'r str> {
+    mut each: impl FnMut(&'r str) -> bool,
+) {
     match location {
-        TokenLocation::Header { name, prefix } => headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .filter_map(|v| strip_prefix(name, v, prefix))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .collect(),
-        TokenLocation::Param(param) => query
-            .into_iter()
-            .flat_map(|q| q.split('&'))
-            .filter_map(|pair| pair.split_once('='))
-            .filter(|(k, v)| k == param && !v.is_empty())
-            .map(|(_, v)| v)
-            .collect(),
-        TokenLocation::Cookie(cookie) => headers
-            .get_all(COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .filter(|(k, v)| k == cookie && !v.is_empty())
-            .map(|(_, v)| v.trim_matches('"'))
-            .collect(),
+        TokenLocation::Header { name, prefix } => {
+            for value in headers.get_all(name) {
+                let token = value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| strip_prefix(name, v, prefix))
+                    .map(str::trim);
+                if let Some(token) = token.filter(|t| !t.is_empty()) {
+                    if !each(token) {
+                        return;
+                    }
+                }
+            }
+        }
+        TokenLocation::Param(param) => {
+            let pairs = query.into_iter().flat_map(|q| q.split('&'));
+            for (key, value) in pairs.filter_map(|pair| pair.split_once('=')) {
+                if key == param && !value.is_empty() && !each(value) {
+                    return;
+                }
+            }
+        }
+        TokenLocation::Cookie(cookie) => {
+            let pairs = headers
+                .get_all(COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|pair| pair.trim().split_once('='));
+            for (key, value) in pairs {
+                if key == cookie && !value.is_empty() && !each(value.trim_matches('"')) {
+                    return;
+                }
+            }
+        }
     }
 }
 

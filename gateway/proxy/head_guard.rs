@@ -205,7 +205,7 @@ impl HeadScan {
         while i < bytes.len() {
             if self.at == At::Field {
                 // Only the end of a field line matters: skip to it.
-                match bytes[i..].iter().position(|&b| b == b'\n') {
+                match memchr::memchr(b'\n', &bytes[i..]) {
                     Some(lf) => {
                         i += lf + 1;
                         self.at = At::FieldStart;
