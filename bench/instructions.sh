@@ -12,15 +12,7 @@ cd "$(dirname "$0")/.."
 BIN=$1
 N=${2:-2000}
 MINT=${MINT:-target/debug/examples/bench-tokens}
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/common.sh
 "$MINT" jwks "$WORK/jwks.json"
 "$MINT" RS256 1 "$WORK/token"
 ORIGIN_PORT=$(free_port); GW_PORT=$(free_port); ADMIN_PORT=$(free_port)

@@ -38,23 +38,7 @@ cargo build --release --bins --example bench-tokens --example cache-memory >&2
 BIN=target/release/claimgate
 MINT=target/release/examples/bench-tokens
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { # url
-  for _ in $(seq 1 200); do
-    if curl -fs -o /dev/null "$1"; then return 0; fi
-    sleep 0.05
-  done
-  echo "not ready: $1" >&2; return 1
-}
+source bench/common.sh
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 

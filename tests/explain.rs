@@ -19,22 +19,6 @@ fn istio_jwks() -> String {
     fixture("istio/jwks.json").display().to_string()
 }
 
-/// Runs `claimgate explain ARGS`: (exit code, stdout, stderr).
-fn explain(config: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = claimgate()
-        .arg("explain")
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// `explain` of `GET http://localhost/headers` on the task's config with the
 /// task's key set, with `extra` arguments; asserts it printed a trace.
 fn task(extra: &[&str]) -> String {

@@ -10,7 +10,6 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -1800,22 +1799,6 @@ fn a_404_or_403_leaves_a_keep_alive_connection_usable() {
 }
 
 // ------------------------------------------------------------------ explain
-
-/// Runs `claimgate explain --config DIR ARGS`: (exit code, stdout, stderr).
-fn explain(config: &Path, args: &[String]) -> (Option<i32>, String, String) {
-    let out = claimgate()
-        .arg("explain")
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// The status on the `answer:` line of a trace.
 fn answered_status(trace: &str) -> Option<u16> {

@@ -338,6 +338,25 @@ pub fn claimgate() -> Command {
 }
 
 /// Runs `claimgate check` on `config`: (exit code, stdout, stderr).
+/// Runs `claimgate explain --config CONFIG ARGS`: (exit code, stdout, stderr).
+pub fn explain<S: AsRef<std::ffi::OsStr>>(
+    config: &Path,
+    args: &[S],
+) -> (Option<i32>, String, String) {
+    let out = claimgate()
+        .arg("explain")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn check(config: &Path) -> (Option<i32>, String, String) {
     let out = claimgate()
         .arg("check")
