@@ -7,7 +7,7 @@ mod mirror;
 mod reject;
 
 pub use connections::Counted;
-pub use head_guard::{head_read, Framing, HeadLimits};
+pub use head_guard::{head_answered, head_read, Framing, HeadLimits};
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -925,6 +925,7 @@ impl ProxyHttp for Gateway {
     /// Every metric of a request is recorded here, once, and its access log
     /// line written.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        head_answered(session);
         let metrics = crate::metrics::get();
         metrics.requests_active.dec();
         if let Some(endpoint) = ctx.endpoint.take() {

@@ -25,6 +25,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -84,6 +85,17 @@ pub enum Framing {
 pub fn head_read(session: &Session, body: Framing) {
     if let Some(guard) = session.stream().and_then(guard_of) {
         guard.framed(body);
+    }
+}
+
+/// Tells the guard that the session's request was answered (its whole
+/// response written): call it from `logging`, once per request. Until
+/// every head it handed over is answered, a refused head is not answered
+/// by the guard (it would land inside a response being written); the
+/// connection is only closed.
+pub fn head_answered(session: &Session) {
+    if let Some(guard) = session.stream().and_then(guard_of) {
+        guard.answered.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -316,6 +328,9 @@ pub struct HeadGuard {
     /// Framings told by `head_read` (which only has a shared reference)
     /// and not yet acted on, in the order of their heads.
     framings: Mutex<VecDeque<Framing>>,
+    /// Heads handed over whole, and (told by `head_answered`) answered.
+    heads: usize,
+    answered: AtomicUsize,
 }
 
 impl HeadGuard {
@@ -332,6 +347,8 @@ impl HeadGuard {
             after: Vec::new(),
             deadline: None,
             framings: Mutex::default(),
+            heads: 0,
+            answered: AtomicUsize::new(0),
         }
     }
 
@@ -395,6 +412,7 @@ impl HeadGuard {
         if let Some(end) = self.scan.scan(bytes, self.limits.max_head_bytes)? {
             self.deadline = None;
             self.phase = Phase::Awaiting;
+            self.heads += 1;
             self.remember(&bytes[end..]);
         }
         Ok(())
@@ -555,13 +573,19 @@ impl HeadGuard {
         Poll::Ready(Ok(()))
     }
 
-    /// Answers the client, if its connection takes the answer now, and
-    /// fails the read: Pingora then closes the connection.
+    /// Answers the client, if its connection takes the answer now and no
+    /// response is being written on it (a pipelined head refused while the
+    /// one before it is answered gets no answer of its own: it would land
+    /// inside the other), and fails the read: Pingora then closes the
+    /// connection.
     fn reject(&mut self, cx: &mut Context<'_>, rejection: Rejection) -> Poll<io::Result<()>> {
         tracing::debug!(?rejection, "request head refused");
         let mut inner = Pin::new(&mut self.inner);
-        if let Poll::Ready(Ok(_)) = inner.as_mut().poll_write(cx, rejection.response()) {
-            let _ = inner.poll_flush(cx);
+        let quiet = self.answered.load(Ordering::Relaxed) >= self.heads;
+        if quiet {
+            if let Poll::Ready(Ok(_)) = inner.as_mut().poll_write(cx, rejection.response()) {
+                let _ = inner.poll_flush(cx);
+            }
         }
         self.phase = Phase::Rejected(rejection);
         self.held = Vec::new();

@@ -1,5 +1,6 @@
 //! The head guard over in-memory connections, with paused time.
 use super::*;
+use std::sync::atomic::Ordering;
 use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::time::{timeout, Instant};
 
@@ -65,6 +66,11 @@ fn poll_once(guard: &mut HeadGuard) -> Poll<io::Result<Vec<u8>>> {
     let mut cx = Context::from_waker(std::task::Waker::noop());
     let polled = Pin::new(guard).poll_read(&mut cx, &mut read);
     polled.map_ok(|()| read.filled().to_vec())
+}
+
+/// What `head_answered` does: the request of the last head was answered.
+fn answered(guard: &HeadGuard, heads: usize) {
+    guard.answered.fetch_add(heads, Ordering::Relaxed);
 }
 
 fn refused(polled: Poll<io::Result<Vec<u8>>>) -> bool {
@@ -309,6 +315,7 @@ async fn pipelined_heads_are_each_checked() {
     client.write_all(&[first, bad].concat()).await.unwrap();
     assert_eq!(read(&mut guard).await.unwrap(), [first, bad].concat());
     guard.framed(Framing::None);
+    answered(&guard, 1);
     assert_eq!(
         read(&mut guard).await.unwrap_err().kind(),
         io::ErrorKind::InvalidData
@@ -322,8 +329,28 @@ async fn pipelined_heads_are_each_checked() {
     assert_eq!(read(&mut guard).await.unwrap(), three);
     guard.framed(Framing::None);
     guard.framed(Framing::None);
+    answered(&guard, 2);
     assert!(refused(poll_once(&mut guard)));
     assert_eq!(answer(&mut client, BAD_REQUEST.len()).await, BAD_REQUEST);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_head_refused_while_a_response_is_written_gets_no_answer_of_its_own() {
+    let first: &[u8] = b"GET /1 HTTP/1.1\r\nhost: a\r\n\r\n";
+    let bad: &[u8] = b"GET /2 x HTTP/1.1\r\nhost: a\r\n\r\n";
+    let (mut guard, mut client) = guarded(64 * 1024);
+    client.write_all(&[first, bad].concat()).await.unwrap();
+    assert_eq!(read(&mut guard).await.unwrap(), [first, bad].concat());
+    // The proxy read the first head and is still answering it.
+    guard.framed(Framing::None);
+    assert!(refused(poll_once(&mut guard)));
+    // Nothing was written into the stream of the first answer.
+    let mut byte = [0u8; 1];
+    let written = timeout(Duration::from_millis(100), client.read(&mut byte)).await;
+    assert!(
+        written.is_err(),
+        "the guard wrote inside a response: {written:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -338,6 +365,7 @@ async fn length_framed_body_passes_untouched_then_the_next_head_is_checked() {
     client.write_all(&with_head).await.unwrap();
     assert_eq!(read(&mut guard).await.unwrap(), with_head);
     guard.framed(Framing::Length(body.len() as u64));
+    answered(&guard, 1);
     client
         .write_all(&[&body[6..], next].concat())
         .await
@@ -359,6 +387,7 @@ async fn length_framed_body_passes_untouched_then_the_next_head_is_checked() {
         client.write_all(&all).await.unwrap();
         assert_eq!(read(&mut guard).await.unwrap(), all);
         guard.framed(Framing::Length(body.len() as u64));
+        answered(&guard, 1);
         if passes {
             assert!(poll_once(&mut guard).is_pending());
             assert_eq!(guard.phase, Phase::Awaiting, "the next head was seen whole");
