@@ -878,10 +878,10 @@ impl Trace<'_> {
 }
 
 impl request::Trace for Trace<'_> {
-    fn prepared(&mut self, head: &RequestHeader, received: &[u8]) {
+    fn prepared(&mut self, head: &RequestHeader, changed_from: Option<&[u8]>) {
         self.reached = Stage::Prepared;
         let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
-        if received != target.as_bytes() {
+        if let Some(received) = changed_from {
             line!(
                 self,
                 "path: {} is judged and forwarded as {} (pathNormalization {}; origin-form)",

@@ -400,21 +400,17 @@ impl Authenticator {
         Ok(found)
     }
 
-    /// Every location that holds a token in this request (the same token:
-    /// `find_token` refuses two different ones).
-    pub fn holding_token<'a>(
-        &'a self,
-        headers: &'a HeaderMap,
-        query: Option<&'a str>,
-    ) -> impl Iterator<Item = &'a TokenLocation> + 'a {
-        self.locations.iter().filter(move |location| {
-            let mut holds = false;
+    /// Whether the location at `index` (into `locations()`) holds a token
+    /// in this request.
+    pub fn holds_token(&self, index: usize, headers: &HeaderMap, query: Option<&str>) -> bool {
+        let mut holds = false;
+        if let Some(location) = self.locations.get(index) {
             visit_tokens(location, headers, query, |_| {
                 holds = true;
                 false
             });
-            holds
-        })
+        }
+        holds
     }
 
     /// The claims of `authn` as matchers read them.

@@ -29,8 +29,8 @@ pub use reject::{
 
 use crate::access_log::{redact_query, rfc3339, AccessLog, Entry};
 use crate::authz::Decision;
-use crate::jwt::authn::{strip_cookie, strip_query_param, Outcome};
-use crate::jwt::{Authenticated, TokenLocation};
+use crate::jwt::authn::Outcome;
+use crate::jwt::Authenticated;
 use crate::metrics::RouteMetrics;
 use crate::request::{authority, request_host, Connection, Judged, Keys, NoTrace, Verdict};
 use crate::routing::{
@@ -201,42 +201,6 @@ fn failure_of(e: &Error) -> Option<Failure> {
 fn jitter(ceiling: Duration) -> Duration {
     let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
     Duration::from_nanos(crate::random::below(nanos))
-}
-
-/// Removes the token from where it was found, leaving the rest intact.
-fn strip_token(upstream: &mut RequestHeader, location: &TokenLocation) -> Result<()> {
-    match location {
-        TokenLocation::Header { name, .. } => {
-            upstream.remove_header(name);
-        }
-        TokenLocation::Param(param) => {
-            if let Some(query) = upstream.uri.query() {
-                let path = upstream.uri.path();
-                let uri = match strip_query_param(query, param) {
-                    Some(q) => format!("{path}?{q}"),
-                    None => path.to_string(),
-                };
-                let uri = uri.parse().map_err(|_| {
-                    Error::explain(ErrorType::InternalError, "rebuilding the URI failed")
-                })?;
-                upstream.set_uri(uri);
-            }
-        }
-        TokenLocation::Cookie(cookie) => {
-            let values: Vec<String> = upstream
-                .headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .filter_map(|v| strip_cookie(v, cookie))
-                .collect();
-            upstream.remove_header(&http::header::COOKIE);
-            for value in values {
-                upstream.append_header(http::header::COOKIE, value)?;
-            }
-        }
-    }
-    Ok(())
 }
 
 fn unix_now() -> u64 {
@@ -806,21 +770,6 @@ impl ProxyHttp for Gateway {
         }
         if let Some(authority) = destination.and_then(|d| d.authority.clone()) {
             upstream.insert_header(http::header::HOST, authority)?;
-        }
-        // The claim headers were written into the request by `decide`;
-        // what is left is the token itself: every copy of it goes, unless
-        // the rule that accepted it forwards it.
-        let authn = &ctx.snap.authn;
-        if let Some(verified) = &ctx.authn {
-            if !authn.providers()[verified.provider].forward_original_token {
-                let downstream = session.req_header();
-                let holding: Vec<&TokenLocation> = authn
-                    .holding_token(&downstream.headers, downstream.uri.query())
-                    .collect();
-                for location in holding {
-                    strip_token(upstream, location)?;
-                }
-            }
         }
         // The route's operations come last, as Envoy's router applies them
         // after the JWT filter has written its headers.

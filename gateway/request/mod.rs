@@ -21,8 +21,8 @@ pub use normalize::{normalize, BadPath, PathNormalization};
 pub use target::{authority, classify, request_host, BadTarget, Target};
 
 use crate::authz::{AuthzRequest, Decision as PolicyDecision};
-use crate::jwt::authn::{AuthnError, Outcome};
-use crate::jwt::Authenticated;
+use crate::jwt::authn::{strip_cookie, strip_query_param, AuthnError, Outcome};
+use crate::jwt::{Authenticated, TokenLocation};
 use crate::proxy::Rejection;
 use crate::routing::{Action, CorsVerdict, HostTable, RequestView, Route, UriSpan};
 use crate::snapshot::Snapshot;
@@ -114,8 +114,8 @@ pub enum Verdict {
 /// trace records nothing and costs nothing.
 pub trait Trace {
     /// The request as it will be judged and forwarded, with the target it
-    /// was received with.
-    fn prepared(&mut self, _head: &RequestHeader, _received: &[u8]) {}
+    /// was received with when that was changed.
+    fn prepared(&mut self, _head: &RequestHeader, _changed_from: Option<&[u8]>) {}
     fn cors(&mut self, _route: &Route, _origin: &HeaderValue, _verdict: &CorsVerdict) {}
     fn authn(
         &mut self,
@@ -179,7 +179,7 @@ async fn judge(
     let reject = |r: Rejection| Verdict::Reject(r);
     let received = prepare(head, &snap.edge).map_err(reject)?;
     judged.remote_ip = forwarding_headers(head, conn, snap)?;
-    trace.prepared(head, &received);
+    trace.prepared(head, received.as_deref());
 
     if let Some(location) = https_redirect(snap, conn.listener, head) {
         return Err(Verdict::HttpsRedirect(location));
@@ -207,12 +207,20 @@ async fn judge(
     trace.authn(head, &result);
     judged.jwt = Outcome::of(&result);
     judged.authn = result.map_err(|e| reject(Rejection::Jwt(e.error)))?;
-    // The headers the token writes are in place before policies and routes
-    // read the request, as Envoy's jwt_authn writes them.
+    // As Envoy's jwt_authn, before policies and routes read the request:
+    // the headers the token writes are in place, and (unless the rule
+    // forwards it) every copy of the token is gone.
     if let Some(verified) = &judged.authn {
         for (name, value) in authn.outputs(verified, &head.headers, head.uri.query()) {
             head.insert_header(name, value)
                 .map_err(|_| reject(Rejection::BadRequest))?;
+        }
+        if !authn.providers()[verified.provider].forward_original_token {
+            for (i, location) in authn.locations().iter().enumerate() {
+                if authn.holds_token(i, &head.headers, head.uri.query()) {
+                    strip_token(head, location).map_err(reject)?;
+                }
+            }
         }
     }
 
@@ -279,8 +287,9 @@ async fn judge(
 }
 
 /// Checks the head and turns its target into the origin-form, normalized
-/// target that is judged and forwarded; returns the target as received.
-fn prepare(head: &mut RequestHeader, edge: &Edge) -> Result<Box<[u8]>, Rejection> {
+/// target that is judged and forwarded; returns the target as received
+/// when it was changed.
+fn prepare(head: &mut RequestHeader, edge: &Edge) -> Result<Option<Box<[u8]>>, Rejection> {
     // Istio refuses a method that is not upper case (its normalization
     // reference); tokens are otherwise checked by the parser.
     if head.method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
@@ -301,8 +310,10 @@ fn prepare(head: &mut RequestHeader, edge: &Edge) -> Result<Box<[u8]>, Rejection
                 .map_err(|_| Rejection::BadRequest)?;
         }
     }
-    let received: Box<[u8]> = head.raw_path().into();
-    let (path, query, authority) = match classify(&received).map_err(|_| Rejection::BadRequest)? {
+    // What changes is worked out on the target as received (borrowed:
+    // the common request, already in normal form, copies nothing).
+    let raw = head.raw_path();
+    let (path, query, authority) = match classify(raw).map_err(|_| Rejection::BadRequest)? {
         Target::Path {
             path,
             query,
@@ -317,30 +328,37 @@ fn prepare(head: &mut RequestHeader, edge: &Edge) -> Result<Box<[u8]>, Rejection
     let normalized = normalize(path, edge.path_normalization).map_err(|_| Rejection::BadRequest)?;
     let unchanged = authority.is_none()
         && normalized.as_bytes() == path
-        && head.uri.path_and_query().map(|p| p.as_str().as_bytes()) == Some(&*received);
-    if !unchanged {
-        let mut target = normalized.into_owned();
-        if let Some(query) = query {
-            target.push('?');
-            target.push_str(std::str::from_utf8(query).map_err(|_| Rejection::BadRequest)?);
-        }
-        let uri = http::Uri::try_from(target).map_err(|_| Rejection::BadRequest)?;
-        head.set_uri(uri);
+        && head.uri.path_and_query().map(|p| p.as_str().as_bytes()) == Some(raw);
+    if unchanged {
+        return require_host(head).map(|()| None);
     }
-    match authority {
-        // Absolute-form: the target's authority is the host (the parser
-        // refused a `Host` that differs from it).
-        Some(authority) if head.headers.get(http::header::HOST).is_none() => {
-            let value = HeaderValue::from_bytes(authority).map_err(|_| Rejection::BadRequest)?;
-            head.insert_header(http::header::HOST, value)
-                .map_err(|_| Rejection::BadRequest)?;
-        }
-        Some(_) => {}
-        // Envoy requires a host (`Host`, or HTTP/2's `:authority`).
-        None if target::authority(head).is_empty() => return Err(Rejection::BadRequest),
-        None => {}
+    let received: Box<[u8]> = raw.into();
+    let mut target = normalized.into_owned();
+    if let Some(query) = query {
+        target.push('?');
+        target.push_str(std::str::from_utf8(query).map_err(|_| Rejection::BadRequest)?);
     }
-    Ok(received)
+    // Absolute-form: the target's authority is the host (the parser
+    // refused a `Host` that differs from it).
+    let host = match authority {
+        Some(a) => Some(HeaderValue::from_bytes(a).map_err(|_| Rejection::BadRequest)?),
+        None => None,
+    };
+    let uri = http::Uri::try_from(target).map_err(|_| Rejection::BadRequest)?;
+    head.set_uri(uri);
+    if let Some(host) = host.filter(|_| head.headers.get(http::header::HOST).is_none()) {
+        head.insert_header(http::header::HOST, host)
+            .map_err(|_| Rejection::BadRequest)?;
+    }
+    require_host(head).map(|()| Some(received))
+}
+
+/// Envoy requires a host (`Host`, or HTTP/2's `:authority`).
+fn require_host(head: &RequestHeader) -> Result<(), Rejection> {
+    if target::authority(head).is_empty() {
+        return Err(Rejection::BadRequest);
+    }
+    Ok(())
 }
 
 /// The size of the head as Envoy counts it: the target, and every header
@@ -352,6 +370,42 @@ fn head_bytes(head: &RequestHeader) -> usize {
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum();
     headers + head.raw_path().len() + head.method.as_str().len()
+}
+
+/// Removes the token from `location`, leaving the rest of the request
+/// intact: the whole header, the one query parameter, the one cookie.
+fn strip_token(head: &mut RequestHeader, location: &TokenLocation) -> Result<(), Rejection> {
+    match location {
+        TokenLocation::Header { name, .. } => {
+            head.remove_header(name);
+        }
+        TokenLocation::Param(param) => {
+            if let Some(query) = head.uri.query() {
+                let path = head.uri.path();
+                let target = match strip_query_param(query, param) {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path.to_string(),
+                };
+                let uri = http::Uri::try_from(target).map_err(|_| Rejection::BadRequest)?;
+                head.set_uri(uri);
+            }
+        }
+        TokenLocation::Cookie(cookie) => {
+            let values: Vec<String> = head
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .filter_map(|v| strip_cookie(v, cookie))
+                .collect();
+            head.remove_header(&http::header::COOKIE);
+            for value in values {
+                head.append_header(http::header::COOKIE, value)
+                    .map_err(|_| Rejection::BadRequest)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Headers only the gateway writes: a client's copies never reach a
@@ -389,8 +443,10 @@ fn forwarding_headers(
     if let Some(peer) = conn.peer {
         let mut chain = String::new();
         for value in head.headers.get_all(X_FORWARDED_FOR) {
-            chain.push_str(&String::from_utf8_lossy(value.as_bytes()));
-            chain.push_str(", ");
+            if !value.is_empty() {
+                chain.push_str(&String::from_utf8_lossy(value.as_bytes()));
+                chain.push_str(", ");
+            }
         }
         push_ip(&mut chain, peer);
         head.insert_header(X_FORWARDED_FOR, chain).map_err(bad)?;
