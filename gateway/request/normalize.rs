@@ -316,7 +316,7 @@ fn canonical(path: &[u8]) -> Vec<u8> {
 /// would, that `%` becomes `%25`.
 fn escape_nested(out: &mut Vec<u8>, at: usize, next: Option<u8>) {
     // `..` may have cut the output back past that `%`: nothing to guard.
-    let tail = match out.len().checked_sub(at).unwrap_or(0) {
+    let tail = match out.len().saturating_sub(at) {
         2 => match next {
             Some(n) if n.is_ascii() => [out[at + 1], n],
             _ => return,
