@@ -1688,6 +1688,12 @@ fn a_stalled_head_is_closed_by_the_headers_timeout() {
         "backend",
         "/after",
     );
+    let counted = rig
+        .gw
+        .metric("claimgate_rejections_total{reason=\"request_header_timeout\"}");
+    f.check(counted == 2.0, || {
+        format!("{counted} stalled heads counted, expected 2")
+    });
     f.done();
 }
 

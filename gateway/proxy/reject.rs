@@ -30,6 +30,8 @@ pub const REASONS: &[&str] = &[
     "upstream_overflow",
     "bad_request",
     "headers_too_large",
+    // Counted by the head guard, which answers 408 itself.
+    "request_header_timeout",
 ];
 
 /// Why the gateway answered instead of the upstream.
@@ -293,6 +295,8 @@ mod tests {
             assert!(REASONS.contains(&rejection.reason()), "{rejection:?}");
             seen.insert(rejection.reason());
         }
+        // The head guard's own reason, not a `Rejection` of the proxy's.
+        seen.insert("request_header_timeout");
         assert_eq!(seen.len(), REASONS.len(), "a listed reason nothing gives");
     }
 

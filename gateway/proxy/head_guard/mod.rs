@@ -138,6 +138,16 @@ impl Rejection {
         }
     }
 
+    /// The label of `claimgate_rejections_total`, as the proxy's own
+    /// refusals of the same kind are counted.
+    fn reason(self) -> &'static str {
+        match self {
+            Rejection::TooLarge => "headers_too_large",
+            Rejection::TimedOut => "request_header_timeout",
+            Rejection::BadRequestLine => "bad_request",
+        }
+    }
+
     fn error(self, limits: &HeadLimits) -> io::Error {
         match self {
             Rejection::TooLarge => io::Error::new(
@@ -580,6 +590,10 @@ impl HeadGuard {
     /// connection.
     fn reject(&mut self, cx: &mut Context<'_>, rejection: Rejection) -> Poll<io::Result<()>> {
         tracing::debug!(?rejection, "request head refused");
+        crate::metrics::get()
+            .rejections
+            .with_label_values(&[rejection.reason()])
+            .inc();
         let mut inner = Pin::new(&mut self.inner);
         let quiet = self.answered.load(Ordering::Relaxed) >= self.heads;
         if quiet {
