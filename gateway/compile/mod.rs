@@ -7,6 +7,7 @@
 //! document and field that caused it.
 
 mod authn;
+mod authz;
 mod destination_rules;
 mod headers;
 mod health;
@@ -34,6 +35,9 @@ use destination_rules::Rule;
 use services::{cluster_key, Service};
 
 pub use health::HealthCheckEntry;
+
+#[cfg(test)]
+pub(crate) use authz::compile as authorization_policy;
 
 /// Process settings, validated.
 #[derive(Debug, Clone)]
@@ -255,7 +259,7 @@ pub fn compile(config: &Config, shared: &Shared) -> Result<Snapshot, ConfigError
     let authn = c.authenticator(config, shared);
     let mut policies = Vec::new();
     for policy in &config.authorization_policies {
-        match crate::authz::compile(policy) {
+        match authz::compile(policy) {
             Ok(p) => policies.push(p),
             Err(e) => c.errors.extend(e),
         }
