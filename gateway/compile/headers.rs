@@ -5,6 +5,7 @@ use http::{HeaderName, HeaderValue};
 use crate::config::{parse_duration, CorsPolicy, Headers, Resource, VirtualServiceSpec};
 use crate::routing::{operation_name, operation_value, Cors, HeaderOp, HeaderOps, StringMatcher};
 
+use super::matchers::string_matcher;
 use super::Compiler;
 
 /// The header operations of one level (a route or a destination):
@@ -51,7 +52,7 @@ impl Compiler {
                         self.error(&vs.source, field, "an origin match must not be empty");
                         continue;
                     }
-                    match StringMatcher::compile(m, false, false) {
+                    match string_matcher(m, false, false) {
                         Ok(matcher) => origins.push(matcher),
                         Err(e) => self.error(&vs.source, field, e),
                     }

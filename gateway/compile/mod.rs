@@ -12,6 +12,7 @@ mod destination_rules;
 mod headers;
 mod health;
 mod listeners;
+mod matchers;
 mod routes;
 mod services;
 
@@ -38,6 +39,8 @@ pub use health::HealthCheckEntry;
 
 #[cfg(test)]
 pub(crate) use authz::compile as authorization_policy;
+#[cfg(test)]
+pub(crate) use matchers::string_matcher;
 
 /// Process settings, validated.
 #[derive(Debug, Clone)]

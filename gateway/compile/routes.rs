@@ -15,12 +15,13 @@ use crate::metrics::RouteMetrics;
 use crate::proxy::listener_port;
 use crate::routing::{
     Action, ClaimPath, Condition, DirectResponse, Forward, HeaderOps, MatchRule, Mirror,
-    PathRewrite, Redirect, RedirectPort, RetryPolicy, Route, RouteDestination, StringMatcher,
-    UriSpan, WeightedPicker, MAX_RETRIES,
+    PathRewrite, Redirect, RedirectPort, RetryPolicy, Route, RouteDestination, UriSpan,
+    WeightedPicker, MAX_RETRIES,
 };
 
 use super::headers::{authority_value, LevelOps};
 use super::listeners::{intersect, on_listener, GatewayServers};
+use super::matchers::string_matcher;
 use super::services::Service;
 use super::Compiler;
 
@@ -124,7 +125,7 @@ impl Compiler {
             let mut conditions = Vec::new();
             let string =
                 |c: &mut Self, field: &str, sm: &StringMatch, present: bool, fold: bool| {
-                    StringMatcher::compile(sm, present, fold)
+                    string_matcher(sm, present, fold)
                         .map_err(|e| c.error(&vs.source, format!("{at}.{field}"), e))
                         .ok()
                 };
