@@ -6,7 +6,8 @@ use std::path::Path;
 use serde_json::json;
 
 use super::*;
-use crate::config::parse_str;
+use crate::compile::authorization_policy as compile;
+use crate::config::{parse_str, ConfigError};
 use crate::jwt::ClaimSet;
 
 fn policies(yaml: &str) -> Result<Authorizer, Vec<ConfigError>> {

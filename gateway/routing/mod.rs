@@ -587,7 +587,7 @@ mod tests {
                 prefix: prefix.map(Into::into),
                 regex: regex.map(Into::into),
             };
-            StringMatcher::compile(&m, true, false).unwrap()
+            crate::compile::string_matcher(&m, true, false).unwrap()
         };
         let name = HeaderName::from_static("x-env");
         let claim = |n: &str| ClaimPath::from_header_name(n).unwrap().unwrap();
