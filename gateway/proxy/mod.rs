@@ -245,6 +245,25 @@ fn route_metrics(ctx: &RequestCtx) -> &RouteMetrics {
     }
 }
 
+/// Counts how the request's last attempt ended for outlier detection
+/// (earlier attempts were counted when they were retried).
+fn report_outcome(ctx: &RequestCtx, status: u16) {
+    let cluster = ctx.cluster.and_then(|i| ctx.snap.clusters.get(i));
+    if let (Some(cluster), Some(addr)) = (cluster, ctx.upstream) {
+        let outcome = match ctx.rejection {
+            Some(
+                Rejection::ConnectFailure
+                | Rejection::UpstreamTls(_)
+                | Rejection::UpstreamReset
+                | Rejection::UpstreamTimeout
+                | Rejection::UpstreamProtocolError,
+            ) => Ended::GatewayError,
+            _ => Ended::of_status(status),
+        };
+        cluster.report(addr, outcome);
+    }
+}
+
 impl Gateway {
     fn log_access(&self, session: &Session, ctx: &RequestCtx, status: u16, seconds: f64) {
         let req = session.req_header();
@@ -361,6 +380,47 @@ impl Gateway {
         Ok(true)
     }
 
+    /// Carries out the decision on a request: `false` forwards it, `true`
+    /// means it was answered here.
+    async fn apply(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        verdict: Verdict,
+    ) -> Result<bool> {
+        match verdict {
+            Verdict::Forward { .. } => Ok(false),
+            Verdict::Reject(rejection) => self.reject(session, ctx, rejection).await,
+            Verdict::HttpsRedirect(location) => {
+                let header = redirect_header(301, location)?;
+                session.write_response_header(header, true).await?;
+                Ok(true)
+            }
+            Verdict::CorsPreflight(preflight) => {
+                let mut header = ResponseHeader::build(200, Some(preflight.len() + 1))?;
+                for (name, value) in preflight {
+                    header.insert_header(name, value)?;
+                }
+                header.insert_header(http::header::CONTENT_LENGTH, "0")?;
+                self.answer(session, ctx, Box::new(header), Bytes::new())
+                    .await
+            }
+            Verdict::Redirect { location, code } => {
+                let header = redirect_header(code, location)?;
+                self.answer(session, ctx, header, Bytes::new()).await
+            }
+            Verdict::Direct => {
+                let route = ctx.route.clone();
+                match route.as_deref().map(|r| &r.action) {
+                    Some(Action::Direct(direct)) => {
+                        self.direct_response(session, ctx, direct).await
+                    }
+                    _ => self.reject(session, ctx, Rejection::NoRoute).await,
+                }
+            }
+        }
+    }
+
     /// A route's `directResponse`: its body is `text/plain`, as Envoy's.
     async fn direct_response(
         &self,
@@ -451,37 +511,8 @@ impl ProxyHttp for Gateway {
             &mut NoTrace,
         )
         .await;
-        match ctx.take(judged) {
-            Verdict::Forward { .. } => Ok(false),
-            Verdict::Reject(rejection) => self.reject(session, ctx, rejection).await,
-            Verdict::HttpsRedirect(location) => {
-                let header = redirect_header(301, location)?;
-                session.write_response_header(header, true).await?;
-                Ok(true)
-            }
-            Verdict::CorsPreflight(preflight) => {
-                let mut header = ResponseHeader::build(200, Some(preflight.len() + 1))?;
-                for (name, value) in preflight {
-                    header.insert_header(name, value)?;
-                }
-                header.insert_header(http::header::CONTENT_LENGTH, "0")?;
-                self.answer(session, ctx, Box::new(header), Bytes::new())
-                    .await
-            }
-            Verdict::Redirect { location, code } => {
-                let header = redirect_header(code, location)?;
-                self.answer(session, ctx, header, Bytes::new()).await
-            }
-            Verdict::Direct => {
-                let route = ctx.route.clone();
-                match route.as_deref().map(|r| &r.action) {
-                    Some(Action::Direct(direct)) => {
-                        self.direct_response(session, ctx, direct).await
-                    }
-                    _ => self.reject(session, ctx, Rejection::NoRoute).await,
-                }
-            }
-        }
+        let verdict = ctx.take(judged);
+        self.apply(session, ctx, verdict).await
     }
 
     /// The endpoint for this attempt. A retry waits Envoy's jittered
@@ -710,20 +741,7 @@ impl ProxyHttp for Gateway {
                 .with_label_values(&[rejection.reason()])
                 .inc();
         }
-        let cluster = ctx.cluster.and_then(|i| ctx.snap.clusters.get(i));
-        if let (Some(cluster), Some(addr)) = (cluster, ctx.upstream) {
-            let outcome = match ctx.rejection {
-                Some(
-                    Rejection::ConnectFailure
-                    | Rejection::UpstreamTls(_)
-                    | Rejection::UpstreamReset
-                    | Rejection::UpstreamTimeout
-                    | Rejection::UpstreamProtocolError,
-                ) => Ended::GatewayError,
-                _ => Ended::of_status(status),
-            };
-            cluster.report(addr, outcome);
-        }
+        report_outcome(ctx, status);
         if self.access_log.is_on() {
             self.log_access(session, ctx, status, seconds);
         }
