@@ -4,12 +4,13 @@
 mod connections;
 mod head_guard;
 mod mirror;
+mod pick;
 mod reject;
+mod retry;
 
 pub use connections::Counted;
 pub use head_guard::{head_answered, head_read, Framing, HeadLimits};
 
-use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,6 +23,8 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 
+use retry::{failure_of, Backoff, RetryState};
+
 pub use reject::{
     Rejection, TlsFailure, NO_HEALTHY_UPSTREAM, NO_SERVER_NAME, OVERFLOW, REASONS, RETRY_ON_STATUS,
     UPSTREAM_TIMEOUT,
@@ -32,12 +35,12 @@ use crate::authz::Decision;
 use crate::jwt::authn::Outcome;
 use crate::jwt::Authenticated;
 use crate::metrics::RouteMetrics;
-use crate::request::{authority, request_host, Connection, Judged, Keys, NoTrace, Verdict};
+use crate::request::{authority, Connection, Judged, Keys, NoTrace, Verdict};
 use crate::routing::{
     host_without_port, Action, DirectResponse, Failure, Forward, HeaderOps, Route, UriSpan,
 };
 use crate::snapshot::Snapshot;
-use crate::upstream::{Admission, Balance, Endpoint, HashOn, Outcome as Ended, Refused};
+use crate::upstream::{Balance, Endpoint, Outcome as Ended};
 
 /// The gateway as seen by one listener.
 pub struct Gateway {
@@ -95,15 +98,12 @@ pub struct RequestCtx {
     upstream: Option<std::net::SocketAddr>,
     /// That endpoint's counters: one request in flight until `logging`.
     endpoint: Option<Arc<Endpoint>>,
-    /// Attempts made at the upstream so far (a retry is one more).
-    tries: u32,
-    /// Endpoints already tried; filled only when a retry happens.
-    tried: Vec<std::net::SocketAddr>,
-    /// When the route's `timeout` runs out (from the first attempt).
-    deadline: Option<Instant>,
-    /// The last attempt failed on a pooled connection the upstream had
-    /// closed: pingora tries again on a new one, which is not a retry.
-    stale_retry: bool,
+    /// The attempts at the upstream: tries, endpoints tried, deadline,
+    /// the place within the cluster's connection pool limits.
+    retry: RetryState,
+    /// The consistent hash key, computed on the first attempt (the request
+    /// does not change between attempts).
+    hash_key: Option<Vec<u8>>,
     /// A CORS request from an allowed origin: the route whose policy
     /// allowed it (matched before authentication), and the origin.
     cors: Option<(Arc<Route>, http::HeaderValue)>,
@@ -111,9 +111,6 @@ pub struct RequestCtx {
     mirrored: bool,
     /// Copies for mirrors, waiting for the request body.
     mirror: Option<mirror::Pending>,
-    /// The request's place within its cluster's `connectionPool` limits,
-    /// held to its end.
-    admission: Option<Admission>,
 }
 
 impl RequestCtx {
@@ -150,113 +147,12 @@ impl RequestCtx {
             _ => None,
         }
     }
-
-    /// Whether the route's retry policy retries an attempt that failed
-    /// with `failure`: retries left, time left, nothing sent to the client
-    /// yet, and the request body still whole in the retry buffer.
-    fn may_retry(&self, session: &Session, failure: Option<Failure>) -> bool {
-        let Some(policy) = self.forward().and_then(|f| f.retry.as_ref()) else {
-            return false;
-        };
-        self.tries <= policy.retries
-            && self.time_left()
-            && session.response_written().is_none()
-            && !session.as_ref().retry_buffer_truncated()
-            && failure.is_none_or(|f| policy.retries_failure(f))
-    }
-
-    /// Counts how the current attempt ended for outlier detection.
-    fn report_attempt(&self, outcome: Ended) {
-        let cluster = self.cluster.and_then(|i| self.snap.clusters.get(i));
-        if let (Some(cluster), Some(addr)) = (cluster, self.upstream) {
-            cluster.report(addr, outcome);
-        }
-    }
-
-    /// Takes a place among the cluster's retries in flight (`maxRetries`);
-    /// `false`: the failed attempt stands.
-    fn retry_budget(&mut self) -> bool {
-        self.admission.as_mut().is_none_or(|a| a.retry())
-    }
-
-    fn time_left(&self) -> bool {
-        self.deadline.is_none_or(|d| Instant::now() < d)
-    }
-}
-
-/// How a failed attempt counts for `retryOn`; `None` when the failure was
-/// not the upstream's (the client left, an internal error).
-fn failure_of(e: &Error) -> Option<Failure> {
-    if e.esource() != &pingora::ErrorSource::Upstream {
-        return None;
-    }
-    Some(match Rejection::from_proxy_error(e) {
-        Some(Rejection::ConnectFailure | Rejection::UpstreamTls(_)) => Failure::Connect,
-        Some(Rejection::UpstreamTimeout) => Failure::PerTryTimeout,
-        _ => Failure::Reset,
-    })
-}
-
-/// A random time below `ceiling` (the jitter of Envoy's backoff).
-fn jitter(ceiling: Duration) -> Duration {
-    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-    Duration::from_nanos(crate::random::below(nanos))
 }
 
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// The host the upstream request is for, without port: the destination's
-/// `rewrite.authority` (or `host` header operation), else the client's.
-/// Envoy's automatic SNI reads the same.
-fn upstream_host<'s>(session: &'s Session, ctx: &'s RequestCtx) -> Cow<'s, str> {
-    let rewritten = ctx
-        .forward()
-        .and_then(|f| ctx.destination.and_then(|i| f.destinations.get(i)))
-        .and_then(|d| d.authority.as_ref());
-    match rewritten {
-        Some(authority) => {
-            Cow::Owned(host_without_port(authority.to_str().unwrap_or("")).to_ascii_lowercase())
-        }
-        None => request_host(session.req_header()),
-    }
-}
-
-/// What a consistent hash policy hashes in this request: a header's
-/// value, a cookie's, the client's IP, or a query parameter's (empty when
-/// absent: those requests share one endpoint).
-fn hash_key(on: &HashOn, session: &Session) -> Vec<u8> {
-    let req = session.req_header();
-    match on {
-        HashOn::Header(name) => req
-            .headers
-            .get(name)
-            .map_or_else(Vec::new, |v| v.as_bytes().to_vec()),
-        HashOn::Cookie(name) => req
-            .headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(k, _)| k == name)
-            .map_or_else(Vec::new, |(_, v)| v.as_bytes().to_vec()),
-        HashOn::SourceIp => session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map_or_else(Vec::new, |a| a.ip().to_string().into_bytes()),
-        HashOn::QueryParameter(param) => req
-            .uri
-            .query()
-            .into_iter()
-            .flat_map(|q| q.split('&'))
-            .filter_map(|pair| pair.split_once('='))
-            .find(|(k, _)| k == param)
-            .map_or_else(Vec::new, |(_, v)| v.as_bytes().to_vec()),
-    }
 }
 
 /// How the request's body is delimited on its connection (RFC 9112 §6.3),
@@ -346,6 +242,25 @@ fn route_metrics(ctx: &RequestCtx) -> &RouteMetrics {
     match chosen {
         Some(destination) => &destination.metrics,
         None => &route.metrics,
+    }
+}
+
+/// Counts how the request's last attempt ended for outlier detection
+/// (earlier attempts were counted when they were retried).
+fn report_outcome(ctx: &RequestCtx, status: u16) {
+    let cluster = ctx.cluster.and_then(|i| ctx.snap.clusters.get(i));
+    if let (Some(cluster), Some(addr)) = (cluster, ctx.upstream) {
+        let outcome = match ctx.rejection {
+            Some(
+                Rejection::ConnectFailure
+                | Rejection::UpstreamTls(_)
+                | Rejection::UpstreamReset
+                | Rejection::UpstreamTimeout
+                | Rejection::UpstreamProtocolError,
+            ) => Ended::GatewayError,
+            _ => Ended::of_status(status),
+        };
+        cluster.report(addr, outcome);
     }
 }
 
@@ -465,6 +380,47 @@ impl Gateway {
         Ok(true)
     }
 
+    /// Carries out the decision on a request: `false` forwards it, `true`
+    /// means it was answered here.
+    async fn apply(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        verdict: Verdict,
+    ) -> Result<bool> {
+        match verdict {
+            Verdict::Forward { .. } => Ok(false),
+            Verdict::Reject(rejection) => self.reject(session, ctx, rejection).await,
+            Verdict::HttpsRedirect(location) => {
+                let header = redirect_header(301, location)?;
+                session.write_response_header(header, true).await?;
+                Ok(true)
+            }
+            Verdict::CorsPreflight(preflight) => {
+                let mut header = ResponseHeader::build(200, Some(preflight.len() + 1))?;
+                for (name, value) in preflight {
+                    header.insert_header(name, value)?;
+                }
+                header.insert_header(http::header::CONTENT_LENGTH, "0")?;
+                self.answer(session, ctx, Box::new(header), Bytes::new())
+                    .await
+            }
+            Verdict::Redirect { location, code } => {
+                let header = redirect_header(code, location)?;
+                self.answer(session, ctx, header, Bytes::new()).await
+            }
+            Verdict::Direct => {
+                let route = ctx.route.clone();
+                match route.as_deref().map(|r| &r.action) {
+                    Some(Action::Direct(direct)) => {
+                        self.direct_response(session, ctx, direct).await
+                    }
+                    _ => self.reject(session, ctx, Rejection::NoRoute).await,
+                }
+            }
+        }
+    }
+
     /// A route's `directResponse`: its body is `text/plain`, as Envoy's.
     async fn direct_response(
         &self,
@@ -502,14 +458,11 @@ impl ProxyHttp for Gateway {
             upstream_sent: None,
             upstream: None,
             endpoint: None,
-            tries: 0,
-            tried: Vec::new(),
-            deadline: None,
-            stale_retry: false,
+            retry: RetryState::default(),
+            hash_key: None,
             cors: None,
             mirrored: false,
             mirror: None,
-            admission: None,
         }
     }
 
@@ -558,37 +511,8 @@ impl ProxyHttp for Gateway {
             &mut NoTrace,
         )
         .await;
-        match ctx.take(judged) {
-            Verdict::Forward { .. } => Ok(false),
-            Verdict::Reject(rejection) => self.reject(session, ctx, rejection).await,
-            Verdict::HttpsRedirect(location) => {
-                let header = redirect_header(301, location)?;
-                session.write_response_header(header, true).await?;
-                Ok(true)
-            }
-            Verdict::CorsPreflight(preflight) => {
-                let mut header = ResponseHeader::build(200, Some(preflight.len() + 1))?;
-                for (name, value) in preflight {
-                    header.insert_header(name, value)?;
-                }
-                header.insert_header(http::header::CONTENT_LENGTH, "0")?;
-                self.answer(session, ctx, Box::new(header), Bytes::new())
-                    .await
-            }
-            Verdict::Redirect { location, code } => {
-                let header = redirect_header(code, location)?;
-                self.answer(session, ctx, header, Bytes::new()).await
-            }
-            Verdict::Direct => {
-                let route = ctx.route.clone();
-                match route.as_deref().map(|r| &r.action) {
-                    Some(Action::Direct(direct)) => {
-                        self.direct_response(session, ctx, direct).await
-                    }
-                    _ => self.reject(session, ctx, Rejection::NoRoute).await,
-                }
-            }
-        }
+        let verdict = ctx.take(judged);
+        self.apply(session, ctx, verdict).await
     }
 
     /// The endpoint for this attempt. A retry waits Envoy's jittered
@@ -606,94 +530,26 @@ impl ProxyHttp for Gateway {
             .and_then(|i| snap.clusters.get(i))
             .ok_or_else(|| Error::new(ErrorType::Custom(NO_HEALTHY_UPSTREAM)))?;
         // What this attempt needs of the route, copied out (no allocation).
-        let (timeout, per_try, retry) = match ctx.forward() {
+        let tries = ctx.retry.tries();
+        let (timeout, per_try, backoff) = match ctx.forward() {
             Some(f) => (
                 f.timeout,
                 f.retry.as_ref().and_then(|p| p.per_try_timeout),
-                f.retry
-                    .as_ref()
-                    .map(|p| (p.other_hosts, p.backoff_ceiling(ctx.tries))),
+                f.retry.as_ref().map(|p| Backoff {
+                    other_hosts: p.other_hosts,
+                    ceiling: p.backoff_ceiling(tries),
+                }),
             ),
             None => (None, None, None),
         };
-        if ctx.tries == 0 {
-            ctx.deadline = timeout.map(|t| Instant::now() + t);
-        }
-        if let (Some(limits), None) = (&cluster.limits, &ctx.admission) {
-            ctx.admission = Some(limits.admit(ctx.deadline).await.map_err(|refused| {
-                Error::new(ErrorType::Custom(match refused {
-                    Refused::Overflow => OVERFLOW,
-                    Refused::Timeout => UPSTREAM_TIMEOUT,
-                }))
-            })?);
-        }
-        if ctx.stale_retry {
-            // The same attempt again, on a fresh connection.
-            ctx.stale_retry = false;
-        } else {
-            if let (Some((other_hosts, backoff)), true) = (retry, ctx.tries > 0) {
-                cluster.retries.inc();
-                // With a consistent hash, a retry stays on the hash's
-                // endpoint: Istio's retry policy for a hashed destination
-                // has no previous-hosts predicate.
-                let hashed = matches!(cluster.policy.balance, Balance::Hash(_));
-                if other_hosts && !hashed {
-                    ctx.tried.extend(ctx.upstream);
-                }
-                let mut wait = jitter(backoff);
-                if let Some(deadline) = ctx.deadline {
-                    wait = wait.min(deadline.saturating_duration_since(Instant::now()));
-                }
-                tokio::time::sleep(wait).await;
-            }
-            ctx.tries += 1;
-        }
-        let remaining = ctx
-            .deadline
-            .map(|d| d.saturating_duration_since(Instant::now()));
-        if remaining.is_some_and(|r| r.is_zero()) {
-            return Err(Error::new(ErrorType::Custom(UPSTREAM_TIMEOUT)));
-        }
-        // A header the gateway writes from the token is in the request
-        // already (and a client's copy is not), as Envoy adds it before
-        // routing.
-        let key = match &cluster.policy.balance {
-            Balance::Hash(on) => hash_key(on, session),
-            _ => Vec::new(),
-        };
-        let addr = cluster
-            .pick_avoiding(&key, &ctx.tried)
-            .ok_or_else(|| Error::new(ErrorType::Custom(NO_HEALTHY_UPSTREAM)))?;
-        // Only TLS needs the host (its server name); no work otherwise.
-        let host = match cluster.policy.tls {
-            Some(_) => upstream_host(session, ctx),
-            None => Cow::Borrowed(""),
-        };
-        let mut peer = cluster
-            .peer_for(addr, &host)
-            .map_err(|_| Error::new(ErrorType::Custom(NO_SERVER_NAME)))?;
-        // A retry picks again: the previous pick is no longer in flight.
-        if let Some(previous) = ctx.endpoint.take() {
-            previous.in_flight.fetch_sub(1, Ordering::Relaxed);
-        }
-        let endpoint = cluster.state.get(addr);
-        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
-        ctx.endpoint = Some(endpoint);
-        let attempt = match (per_try, remaining) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        if let Some(attempt) = attempt {
-            peer.options.read_timeout = Some(attempt);
-            peer.options.write_timeout = Some(attempt);
-        }
-        if let Some(remaining) = remaining {
-            let connect = cluster.connect_timeout().min(remaining);
-            peer.options.connection_timeout = Some(connect);
-            peer.options.total_connection_timeout = Some(connect);
-        }
-        ctx.upstream = Some(addr);
-        Ok(peer)
+        ctx.retry.start_clock(timeout);
+        ctx.retry.admit(cluster.limits.as_ref()).await?;
+        let hashed = matches!(cluster.policy.balance, Balance::Hash(_));
+        ctx.retry
+            .next_attempt(backoff, hashed, ctx.upstream, &cluster.retries)
+            .await;
+        let remaining = ctx.retry.remaining()?;
+        pick::peer(session, ctx, cluster, per_try, remaining)
     }
 
     fn fail_to_connect(
@@ -703,12 +559,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let retry = ctx.may_retry(session, Some(Failure::Connect)) && ctx.retry_budget();
-        if retry {
-            // This attempt is over: outlier detection counts it now, and
-            // `logging` counts only the last one.
-            ctx.report_attempt(Ended::GatewayError);
-        }
+        let retry = ctx.retry_after(session, Some(Failure::Connect), Ended::GatewayError);
         e.set_retry(retry);
         e
     }
@@ -736,15 +587,12 @@ impl ProxyHttp for Gateway {
             && session.response_written().is_none()
             && !session.as_ref().retry_buffer_truncated()
         {
-            ctx.stale_retry = true;
+            ctx.retry.mark_stale();
             e.set_retry(true);
             return e;
         }
         let retry =
-            failure_of(&e).is_some_and(|f| ctx.may_retry(session, Some(f))) && ctx.retry_budget();
-        if retry {
-            ctx.report_attempt(Ended::GatewayError);
-        }
+            failure_of(&e).is_some_and(|f| ctx.retry_after(session, Some(f), Ended::GatewayError));
         e.set_retry(retry);
         e
     }
@@ -840,15 +688,13 @@ impl ProxyHttp for Gateway {
             .forward()
             .and_then(|f| f.retry.as_ref())
             .is_some_and(|p| p.retries_response(response.status.as_u16(), &response.headers));
-        if retried && ctx.may_retry(session, None) && ctx.retry_budget() {
-            ctx.report_attempt(Ended::of_status(response.status.as_u16()));
+        let status = response.status.as_u16();
+        if retried && ctx.retry_after(session, None, Ended::of_status(status)) {
             let mut e = Error::new_up(ErrorType::Custom(RETRY_ON_STATUS));
             e.set_retry(true);
             return Err(e);
         }
-        if let Some(admission) = ctx.admission.as_mut() {
-            admission.retry_done();
-        }
+        ctx.retry.answer_kept();
         Ok(())
     }
 
@@ -861,7 +707,7 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        if !end_of_stream && !ctx.time_left() {
+        if !end_of_stream && !ctx.retry.time_left() {
             return Err(Error::explain(
                 ErrorType::ReadTimedout,
                 "the route's timeout ran out during the response body",
@@ -895,20 +741,7 @@ impl ProxyHttp for Gateway {
                 .with_label_values(&[rejection.reason()])
                 .inc();
         }
-        let cluster = ctx.cluster.and_then(|i| ctx.snap.clusters.get(i));
-        if let (Some(cluster), Some(addr)) = (cluster, ctx.upstream) {
-            let outcome = match ctx.rejection {
-                Some(
-                    Rejection::ConnectFailure
-                    | Rejection::UpstreamTls(_)
-                    | Rejection::UpstreamReset
-                    | Rejection::UpstreamTimeout
-                    | Rejection::UpstreamProtocolError,
-                ) => Ended::GatewayError,
-                _ => Ended::of_status(status),
-            };
-            cluster.report(addr, outcome);
-        }
+        report_outcome(ctx, status);
         if self.access_log.is_on() {
             self.log_access(session, ctx, status, seconds);
         }
